@@ -1,0 +1,377 @@
+//! The one-page layout (format v1), its constants and its validation.
+//!
+//! Every field is a 64-bit atomic word in native byte order; FORMAT.md documents each byte
+//! and which atomic operation and ordering reads and writes it. The page is generic over the
+//! word type so that production views the mapping as `Page<AtomicU64>` and the loom models
+//! use a heap `Page<loom::sync::atomic::AtomicU64>` — the same code reads both.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use crate::platform::{Mutant, Platform, Word};
+
+/// Size of the page, and of the file, in bytes.
+pub const PAGE_SIZE: usize = 4096;
+/// Size of one cache line of the layout.
+pub const LINE_SIZE: usize = 64;
+/// Size of one member entry; two entries share a line (see [`member_allocation_order`]).
+pub const MEMBER_SIZE: usize = 32;
+/// Number of member entries: how many processes may have the file open at once.
+pub const MEMBER_CAPACITY: usize = 124;
+/// The format version this library writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The magic, published last by the initialiser: the bytes `SHMLOCK` then `0x01`, read as
+/// a native-endian word.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMLOCK\x01");
+/// The magic's value while an initialiser or healer is rewriting the page: marks the file
+/// as ours (so a crash mid-way can be healed) but never validates.
+pub const MAGIC_INITIALISING: u64 = u64::from_le_bytes(*b"SHMINIT\x01");
+/// Byte-order marker, stored natively: another byte order reads it reversed.
+pub const BYTE_ORDER_MARK: u64 = 0x0102_0304_0506_0708;
+/// The layout descriptor: page size, line size, member count and member size, 16 bits each.
+pub const LAYOUT: u64 = (PAGE_SIZE as u64)
+    | (LINE_SIZE as u64) << 16
+    | (MEMBER_CAPACITY as u64) << 32
+    | (MEMBER_SIZE as u64) << 48;
+/// Largest generation the owner word can hold (56 bits).
+pub const MAX_GENERATION: u64 = (1 << 56) - 1;
+/// Most readers one member may have attached at once.
+pub const MAX_READERS_PER_MEMBER: u64 = 1 << 48;
+/// Offset of the dead-man-switch lock byte, just past the page.
+pub const DEAD_MAN_SWITCH_BYTE: u64 = PAGE_SIZE as u64;
+/// Offset of member 0's lock byte; member `i` locks `MEMBER_LOCK_BASE + i`.
+pub const MEMBER_LOCK_BASE: u64 = PAGE_SIZE as u64 + 1;
+
+/// Line 0: immutable once the magic is published.
+#[repr(C)]
+pub struct Header<W> {
+    /// [`MAGIC`] once valid; published last (Release), read first (Acquire).
+    pub magic: W,
+    /// [`BYTE_ORDER_MARK`].
+    pub byte_order: W,
+    /// [`FORMAT_VERSION`].
+    pub version: W,
+    /// [`LAYOUT`].
+    pub layout: W,
+    /// Wall-clock creation time, nanoseconds since the Unix epoch.
+    pub created_at: W,
+    /// The generation the page started from (the wall clock in microseconds).
+    pub generation_seed: W,
+    /// How the page came to be: [`ORIGIN_CREATED`] or [`ORIGIN_HEALED`].
+    pub origin: W,
+    /// [`header_checksum`] of words 1..=6.
+    pub checksum: W,
+}
+
+/// `Header::origin` of a page initialised on an empty file.
+pub const ORIGIN_CREATED: u64 = 1;
+/// `Header::origin` of a page rewritten by a heal of a damaged one.
+pub const ORIGIN_HEALED: u64 = 2;
+
+/// Line 1: the writer's line.
+#[repr(C)]
+pub struct WriterLine<W> {
+    /// The owner word: `generation << 8 | slot`, slot = owning member index + 1, 0 = free.
+    pub owner: W,
+    /// Claims that deposed a dead or lease-expired owner.
+    pub takeovers: W,
+    /// `CLOCK_BOOTTIME` nanoseconds of the latest successful claim (display only).
+    pub claimed_at: W,
+    /// Bumped by every release and by death watchers; waiters sleep on its low 32 bits.
+    pub wake_seq: W,
+    /// Number of claimants currently asleep on `wake_seq` (a release skips the wake
+    /// system call when it is 0).
+    pub waiters: W,
+    /// Incarnation counter: each registration takes the next value for its token.
+    pub next_incarnation: W,
+    /// Reserved, zero.
+    pub reserved: [W; 2],
+}
+
+/// One member entry: one process that has the file open.
+#[repr(C)]
+pub struct Member<W> {
+    /// `pid << 32 | token`; 0 = free. token = `incarnation << 8 | index + 1`, never 0.
+    pub identity: W,
+    /// Readers attached by this member (only this member's process writes it while alive).
+    pub readers: W,
+    /// `CLOCK_BOOTTIME` nanoseconds of this member's latest heartbeat (or claim, or
+    /// registration). Only this member's process writes it.
+    pub heartbeat: W,
+    /// `registered << 32 | process_start`, both in whole seconds of `CLOCK_BOOTTIME`
+    /// (display only).
+    pub times: W,
+}
+
+/// The whole page.
+#[repr(C, align(64))]
+pub struct Page<W> {
+    /// Line 0.
+    pub header: Header<W>,
+    /// Line 1.
+    pub writer: WriterLine<W>,
+    /// Lines 2..=63, two entries per line.
+    pub members: [Member<W>; MEMBER_CAPACITY],
+}
+
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    use std::sync::atomic::AtomicU64;
+    assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
+    assert!(size_of::<Page<AtomicU64>>() == PAGE_SIZE);
+    assert!(align_of::<Page<AtomicU64>>() == LINE_SIZE);
+    assert!(size_of::<Header<AtomicU64>>() == LINE_SIZE);
+    assert!(size_of::<WriterLine<AtomicU64>>() == LINE_SIZE);
+    assert!(size_of::<Member<AtomicU64>>() == MEMBER_SIZE);
+    assert!(offset_of!(Page<AtomicU64>, writer) == LINE_SIZE);
+    assert!(offset_of!(Page<AtomicU64>, members) == 2 * LINE_SIZE);
+    assert!(MEMBER_CAPACITY >= 120 && MEMBER_CAPACITY < 255);
+};
+
+/// Owner word for `generation` held by member `index` (`None`: free).
+#[inline]
+pub const fn owner_word(generation: u64, index: Option<usize>) -> u64 {
+    let slot = match index {
+        Some(i) => i as u64 + 1,
+        None => 0,
+    };
+    generation << 8 | slot
+}
+
+/// Generation recorded in an owner word.
+#[inline]
+pub const fn owner_generation(word: u64) -> u64 {
+    word >> 8
+}
+
+/// What an owner word's slot says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerSlot {
+    /// No owner.
+    Free,
+    /// Member `index` owns.
+    Member(usize),
+    /// A slot beyond the member table: damage; treated like a dead owner.
+    Invalid(u64),
+}
+
+/// Decode an owner word's slot. Every value is accepted; none indexes out of bounds.
+#[inline]
+pub const fn owner_slot(word: u64) -> OwnerSlot {
+    match word & 0xff {
+        0 => OwnerSlot::Free,
+        s if s as usize <= MEMBER_CAPACITY => OwnerSlot::Member(s as usize - 1),
+        s => OwnerSlot::Invalid(s),
+    }
+}
+
+/// Token of a member's identity word.
+#[inline]
+pub const fn identity_token(identity: u64) -> u32 {
+    identity as u32
+}
+
+/// Pid of a member's identity word (display only).
+#[inline]
+pub const fn identity_pid(identity: u64) -> u32 {
+    (identity >> 32) as u32
+}
+
+/// Build an identity word; never 0 because the token's low byte is `index + 1`.
+#[inline]
+pub const fn identity_word(pid: u32, incarnation: u64, index: usize) -> u64 {
+    let token = ((incarnation & 0x00ff_ffff) << 8) as u32 | (index as u32 + 1);
+    (pid as u64) << 32 | token as u64
+}
+
+/// Member indices in the order registration tries them: first one entry per line, so up to
+/// 62 processes never share a line, then the second entry of each line.
+pub fn member_allocation_order() -> impl Iterator<Item = usize> {
+    (0..MEMBER_CAPACITY)
+        .step_by(2)
+        .chain((1..MEMBER_CAPACITY).step_by(2))
+}
+
+/// FNV-1a over the native bytes of header words 1..=6.
+pub fn header_checksum(words: [u64; 6]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for word in words {
+        for byte in word.to_ne_bytes() {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Why a page does not validate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// The first word is not our magic: not a shmlock file (or not yet initialised).
+    NotOurs,
+    /// An initialiser or healer was rewriting it (and may have died doing so).
+    Initialising,
+    /// Our magic byte-swapped: written by a machine of the other byte order.
+    OtherByteOrder,
+    /// A newer format this library must not touch.
+    NewerVersion(u64),
+    /// Our magic, but line 0 is damaged (the text says how).
+    Damaged(&'static str),
+}
+
+impl Invalid {
+    /// A person's description.
+    pub fn describe(&self) -> String {
+        match self {
+            Invalid::NotOurs => "the file does not start with the shmlock magic".into(),
+            Invalid::Initialising => {
+                "the page was being initialised and the initialiser never finished".into()
+            }
+            Invalid::OtherByteOrder => {
+                "the page was written by a machine of the other byte order".into()
+            }
+            Invalid::NewerVersion(v) => format!("format version {v} is newer than this library"),
+            Invalid::Damaged(what) => format!("line 0 is damaged: {what}"),
+        }
+    }
+}
+
+/// Classify the first bytes of a file (before anything is mapped): whose is it, and which
+/// version. `bytes` may be shorter than a page.
+pub fn classify_prefix(bytes: &[u8]) -> Result<(), Invalid> {
+    let word = |i: usize| -> Option<u64> {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
+    match word(0) {
+        Some(MAGIC) => {}
+        Some(MAGIC_INITIALISING) => return Err(Invalid::Initialising),
+        Some(m) if m == MAGIC.swap_bytes() || m == MAGIC_INITIALISING.swap_bytes() => {
+            return Err(Invalid::OtherByteOrder)
+        }
+        _ => return Err(Invalid::NotOurs),
+    }
+    match word(2) {
+        Some(v) if v > FORMAT_VERSION as u64 && word(1) == Some(BYTE_ORDER_MARK) => {
+            Err(Invalid::NewerVersion(v))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl<W: Word> Page<W> {
+    /// A page of zero words (models and tests; production maps the file instead).
+    pub fn zeroed() -> Self {
+        Page {
+            header: Header {
+                magic: W::new(0),
+                byte_order: W::new(0),
+                version: W::new(0),
+                layout: W::new(0),
+                created_at: W::new(0),
+                generation_seed: W::new(0),
+                origin: W::new(0),
+                checksum: W::new(0),
+            },
+            writer: WriterLine {
+                owner: W::new(0),
+                takeovers: W::new(0),
+                claimed_at: W::new(0),
+                wake_seq: W::new(0),
+                waiters: W::new(0),
+                next_incarnation: W::new(0),
+                reserved: [W::new(0), W::new(0)],
+            },
+            members: std::array::from_fn(|_| Member {
+                identity: W::new(0),
+                readers: W::new(0),
+                heartbeat: W::new(0),
+                times: W::new(0),
+            }),
+        }
+    }
+
+    fn header_words(&self) -> [u64; 6] {
+        let h = &self.header;
+        [
+            h.byte_order.load(Relaxed),
+            h.version.load(Relaxed),
+            h.layout.load(Relaxed),
+            h.created_at.load(Relaxed),
+            h.generation_seed.load(Relaxed),
+            h.origin.load(Relaxed),
+        ]
+    }
+
+    /// Validate line 0. The magic is read first with Acquire, so a valid magic makes the
+    /// rest of line 0 (written before it was published) visible.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let magic = self.header.magic.load(Acquire);
+        classify_prefix(&magic.to_ne_bytes())?;
+        let words = self.header_words();
+        let [byte_order, version, layout, ..] = words;
+        if byte_order != BYTE_ORDER_MARK {
+            return Err(Invalid::Damaged("bad byte-order marker"));
+        }
+        if version > FORMAT_VERSION as u64 {
+            return Err(Invalid::NewerVersion(version));
+        }
+        if version != FORMAT_VERSION as u64 {
+            return Err(Invalid::Damaged("bad format version"));
+        }
+        if layout != LAYOUT {
+            return Err(Invalid::Damaged("layout descriptor does not match"));
+        }
+        if self.header.checksum.load(Relaxed) != header_checksum(words) {
+            return Err(Invalid::Damaged("checksum mismatch"));
+        }
+        Ok(())
+    }
+
+    /// Write a fresh page: mark it as being initialised, zero every other word, write line
+    /// 0 and the writer line, and publish the magic last (Release).
+    ///
+    /// Only a process that is alone (holds the dead-man switch exclusively) may call this.
+    pub fn initialise<P: Platform<Word = W>>(
+        &self,
+        plat: &P,
+        created_at_unix_ns: u64,
+        generation_seed: u64,
+        origin: u64,
+    ) {
+        let h = &self.header;
+        h.magic.store(MAGIC_INITIALISING, Release);
+        let w = &self.writer;
+        w.owner.store(
+            owner_word(generation_seed.min(MAX_GENERATION), None),
+            Relaxed,
+        );
+        for word in [&w.takeovers, &w.claimed_at, &w.wake_seq, &w.waiters] {
+            word.store(0, Relaxed);
+        }
+        w.next_incarnation.store(1, Relaxed);
+        for word in &w.reserved {
+            word.store(0, Relaxed);
+        }
+        for m in &self.members {
+            for word in [&m.identity, &m.readers, &m.heartbeat, &m.times] {
+                word.store(0, Relaxed);
+            }
+        }
+        let early = plat.mutant(Mutant::MagicPublishedFirst);
+        if early {
+            h.magic.store(MAGIC, Release);
+        }
+        h.byte_order.store(BYTE_ORDER_MARK, Relaxed);
+        h.version.store(FORMAT_VERSION as u64, Relaxed);
+        h.layout.store(LAYOUT, Relaxed);
+        h.created_at.store(created_at_unix_ns, Relaxed);
+        h.generation_seed.store(generation_seed, Relaxed);
+        h.origin.store(origin, Relaxed);
+        h.checksum
+            .store(header_checksum(self.header_words()), Relaxed);
+        if !early {
+            h.magic.store(MAGIC, Release);
+        }
+    }
+}

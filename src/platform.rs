@@ -1,0 +1,140 @@
+//! The seam between the protocol and the world.
+//!
+//! The protocol in [`crate::protocol`] is written once, generic over [`Platform`]. In
+//! production the platform is the operating system (`sys::OsPlatform`): the page is the
+//! shared mapping viewed as [`std::sync::atomic::AtomicU64`] words, member liveness is the
+//! kernel's OFD byte-lock table, the clock is `CLOCK_BOOTTIME`, and waiting is a futex on
+//! the shared page. Under the `loom` feature, `loom-tests/` supplies a platform whose page
+//! is a heap page of `loom` atomics and whose lock table is a model of the kernel's, so
+//! the models exercise this very code — there is no second copy of the protocol.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A 64-bit atomic word, the only kind of field the page holds.
+///
+/// Implemented for [`std::sync::atomic::AtomicU64`] (production, viewed in place over the
+/// mapping) and, with the `loom` feature, for `loom::sync::atomic::AtomicU64` (models).
+pub trait Word: Send + Sync {
+    /// A word holding `value`.
+    fn new(value: u64) -> Self;
+    /// Atomic load.
+    fn load(&self, order: Ordering) -> u64;
+    /// Atomic store.
+    fn store(&self, value: u64, order: Ordering);
+    /// Atomic compare-and-exchange (strong).
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
+    /// Atomic wrapping add; returns the previous value.
+    fn fetch_add(&self, value: u64, order: Ordering) -> u64;
+    /// Atomic wrapping subtract; returns the previous value.
+    fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
+}
+
+macro_rules! impl_word {
+    ($ty:ty) => {
+        impl Word for $ty {
+            #[inline]
+            fn new(value: u64) -> Self {
+                <$ty>::new(value)
+            }
+            #[inline]
+            fn load(&self, order: Ordering) -> u64 {
+                <$ty>::load(self, order)
+            }
+            #[inline]
+            fn store(&self, value: u64, order: Ordering) {
+                <$ty>::store(self, value, order)
+            }
+            #[inline]
+            fn compare_exchange(
+                &self,
+                current: u64,
+                new: u64,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<u64, u64> {
+                <$ty>::compare_exchange(self, current, new, success, failure)
+            }
+            #[inline]
+            fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+                <$ty>::fetch_add(self, value, order)
+            }
+            #[inline]
+            fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
+                <$ty>::fetch_sub(self, value, order)
+            }
+        }
+    };
+}
+
+impl_word!(std::sync::atomic::AtomicU64);
+#[cfg(feature = "loom")]
+impl_word!(loom::sync::atomic::AtomicU64);
+
+/// A deliberate bug the protocol can be told to commit, so that the loom models can show
+/// they catch it (see `loom-tests/README.md`). Production platforms never select one; the
+/// check compiles to `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mutant {
+    /// Claim a free or dead owner word with a load and a plain store instead of a CAS.
+    ClaimWithoutCas,
+    /// Release clears the owner word without checking that it still names us.
+    ReleaseWithoutOwnerCheck,
+    /// Publish the magic before the rest of line 0 is written.
+    MagicPublishedFirst,
+    /// Reap a member without taking its kernel lock first (decide death by a probe alone).
+    ReapWithoutLock,
+    /// Register into an entry without clearing an owner word that names it.
+    RegisterWithoutClearingOwner,
+    /// Heartbeat and `is_current` skip the owner-word check.
+    HeartbeatWithoutOwnerCheck,
+    /// Do not bump the generation when claiming.
+    ClaimWithoutGenerationBump,
+}
+
+/// What the protocol needs from the world besides the page itself.
+///
+/// Member `i`'s liveness is a kernel lock on one byte per member entry. A process that
+/// holds its member's lock is alive; the kernel drops the lock when the process dies.
+pub trait Platform {
+    /// The atomic word the page is made of.
+    type Word: Word;
+
+    /// Take member `index`'s lock exclusively, without blocking. `true` when taken: then
+    /// nobody else holds it, so the entry's previous holder (if any) is dead.
+    fn try_lock_member(&self, index: usize) -> bool;
+    /// Drop a lock taken with [`Platform::try_lock_member`].
+    fn unlock_member(&self, index: usize);
+    /// Whether member `index`'s lock is held by a live process (this one included),
+    /// without taking it.
+    fn member_locked(&self, index: usize) -> bool;
+
+    /// Monotonic nanoseconds on a clock shared by every process on the host and not
+    /// stepped by wall-clock changes (`CLOCK_BOOTTIME` in production).
+    fn now(&self) -> u64;
+
+    /// Block until `word` no longer holds `expected` (compared on its low 32 bits in
+    /// production), a wake-up, or `timeout`. Spurious returns are allowed.
+    fn wait(&self, word: &Self::Word, expected: u64, timeout: Duration);
+    /// Wake every waiter blocked in [`Platform::wait`] on `word`.
+    fn wake_all(&self, word: &Self::Word);
+    /// Arrange for [`Platform::wait`] on the writer line to return promptly when member
+    /// `index`'s holder dies. Optional: a platform that cannot only makes waiters poll.
+    fn watch_member(&self, index: usize) {
+        let _ = index;
+    }
+
+    /// Whether the protocol should commit the deliberate bug `mutant` (models only).
+    #[inline(always)]
+    fn mutant(&self, mutant: Mutant) -> bool {
+        let _ = mutant;
+        false
+    }
+}

@@ -1,0 +1,137 @@
+//! What `snapshot()` and `inspect()` report: plain data, read from the page at one moment.
+
+use std::time::{Duration, SystemTime};
+
+/// How the page came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageOrigin {
+    /// Initialised on an empty file.
+    Created,
+    /// Rewritten by a heal of a damaged page (its generation restarted from the clock).
+    Healed,
+}
+
+/// The state of a lock file at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Format version of the page.
+    pub format_version: u32,
+    /// Format version this library reads and writes.
+    pub supported_version: u32,
+    /// When the page was initialised (wall clock).
+    pub created_at: SystemTime,
+    /// Whether the page was created or healed.
+    pub origin: PageOrigin,
+    /// The latest generation: the current owner's, or the last owner's when free.
+    pub generation: u64,
+    /// The writer, if the owner word names one (alive or not).
+    pub owner: Option<OwnerInfo>,
+    /// How many claims took over a dead or lease-expired owner.
+    pub takeovers: u64,
+    /// Claimants asleep waiting for the writer role (approximate: a claimant that died
+    /// while waiting stays counted until the next opener finds itself alone).
+    pub waiting_claimants: u64,
+    /// Every registered member, alive or dead-and-not-yet-reaped.
+    pub members: Vec<MemberInfo>,
+    /// Readers attached across live members.
+    pub reader_count: u64,
+}
+
+impl Snapshot {
+    /// Members whose process has died and whose entry waits to be reaped.
+    pub fn dead_members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.iter().filter(|m| !m.alive)
+    }
+
+    /// Members whose process is alive.
+    pub fn live_members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.iter().filter(|m| m.alive)
+    }
+}
+
+/// The writer, as the owner word names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnerInfo {
+    /// Its member index (`None`: the owner word is damaged and names no member).
+    pub index: Option<usize>,
+    /// Its pid as it recorded it (display only; 0 if unknown).
+    pub pid: u32,
+    /// Whether its process is alive (its member lock is held).
+    pub alive: bool,
+    /// Its generation (fencing token).
+    pub generation: u64,
+    /// Time since its latest heartbeat (or claim).
+    pub heartbeat_age: Duration,
+    /// Time since the claim.
+    pub held_for: Duration,
+}
+
+/// One registered process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// Its member index.
+    pub index: usize,
+    /// Its pid as it recorded it (display only: nothing decides liveness from it).
+    pub pid: u32,
+    /// Its incarnation token.
+    pub token: u32,
+    /// Whether its process is alive (its member lock is held).
+    pub alive: bool,
+    /// Whether it is the process that took this snapshot.
+    pub is_self: bool,
+    /// Readers it has attached.
+    pub readers: u64,
+    /// Time since it registered (whole seconds).
+    pub registered_age: Duration,
+    /// Time since its process started (whole seconds).
+    pub process_age: Duration,
+    /// Time since its latest heartbeat, claim or registration.
+    pub heartbeat_age: Duration,
+}
+
+/// What [`crate::ShmLock::reap`] cleared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReapReport {
+    /// Dead members cleared, with the readers they had attached.
+    pub members: Vec<ReapedMember>,
+}
+
+impl ReapReport {
+    /// Readers that vanished with the reaped members.
+    pub fn readers_cleared(&self) -> u64 {
+        self.members.iter().map(|m| m.readers).sum()
+    }
+    /// The generation of a dead owner this reap freed, if any.
+    pub fn owner_freed(&self) -> Option<u64> {
+        self.members.iter().find_map(|m| m.owned_generation)
+    }
+}
+
+/// One member a reap cleared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReapedMember {
+    /// Its member index.
+    pub index: usize,
+    /// Its pid as it recorded it.
+    pub pid: u32,
+    /// Readers it had attached.
+    pub readers: u64,
+    /// The generation it owned the writer role with, if it did.
+    pub owned_generation: Option<u64>,
+}
+
+impl From<crate::protocol::members::Reaped> for ReapedMember {
+    fn from(r: crate::protocol::members::Reaped) -> Self {
+        ReapedMember {
+            index: r.index,
+            pid: r.pid,
+            readers: r.readers,
+            owned_generation: r.owned_generation,
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! Linux: the open sequence, OFD locks, statfs, the mapping, and the OS platform.
+//!
+//! Every system call shmlock makes lives under this module; `protocol/` makes none.
+
+pub(crate) mod os;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::libc;
+
+use crate::error::{Error, Result};
+use crate::page::{
+    classify_prefix, Invalid, Page, DEAD_MAN_SWITCH_BYTE, FORMAT_VERSION, MEMBER_CAPACITY,
+    MEMBER_LOCK_BASE, ORIGIN_CREATED, ORIGIN_HEALED, PAGE_SIZE,
+};
+use crate::platform::Platform;
+use crate::protocol::{self, writer, Recovery};
+use crate::snapshot::Snapshot;
+use os::LockKind;
+
+/// How long an opener waits for another opener that is initialising or healing the page
+/// (it holds the dead-man switch exclusively) before giving up with an error. A dead
+/// initialiser's lock is dropped by the kernel at once; only a live, stuck one is waited for.
+const INITIALISER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One process's mapping of one lock file, with its open file description (which holds
+/// this process's dead-man-switch and member locks).
+pub(crate) struct Mapping {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    map: MmapRaw,
+    /// Member locks this process holds (its own entry, or one it is reaping right now):
+    /// OFD locks never conflict within one open file description, so threads of this
+    /// process exclude each other here.
+    held: [AtomicBool; MEMBER_CAPACITY],
+    /// Members a death watcher thread is waiting on.
+    watching: parking_lot::Mutex<[bool; MEMBER_CAPACITY]>,
+}
+
+impl Mapping {
+    /// The page, in place.
+    #[inline]
+    pub(crate) fn page(&self) -> &Page<AtomicU64> {
+        // SAFETY: `map` is a live MAP_SHARED, read-write mapping of exactly PAGE_SIZE bytes
+        // (the file was checked to be PAGE_SIZE long before mapping), page-aligned, and it
+        // lives as long as `self`. `Page<AtomicU64>` is `repr(C)`, PAGE_SIZE bytes, 64-byte
+        // aligned (checked at compile time), made only of `AtomicU64`, for which every bit
+        // pattern is valid. Every access, here and in every other process running this
+        // library, is atomic, so sharing the memory is not a data race. No `&mut` to it is
+        // ever created.
+        unsafe { &*(self.map.as_ptr() as *const Page<AtomicU64>) }
+    }
+
+    /// The platform over this mapping.
+    #[inline]
+    pub(crate) fn platform(self: &Arc<Self>) -> OsPlatform<'_> {
+        OsPlatform { mapping: self }
+    }
+
+    /// Drop this process's locks on its member entry and the dead-man switch.
+    pub(crate) fn unlock_dead_man_switch(&self) {
+        let _ = os::unlock(&self.file, DEAD_MAN_SWITCH_BYTE);
+    }
+}
+
+/// The production platform: the mapped page, the kernel's OFD lock table, the boot clock
+/// and futexes.
+pub(crate) struct OsPlatform<'a> {
+    mapping: &'a Arc<Mapping>,
+}
+
+impl Platform for OsPlatform<'_> {
+    type Word = AtomicU64;
+
+    fn try_lock_member(&self, index: usize) -> bool {
+        let m = self.mapping;
+        if m.held[index].swap(true, Ordering::Acquire) {
+            return false;
+        }
+        match os::try_lock(
+            &m.file,
+            LockKind::Exclusive,
+            MEMBER_LOCK_BASE + index as u64,
+        ) {
+            Ok(true) => true,
+            result => {
+                if let Err(e) = result {
+                    log::warn!("{}: cannot lock member {index}: {e}", m.path.display());
+                }
+                m.held[index].store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    fn unlock_member(&self, index: usize) {
+        let m = self.mapping;
+        if let Err(e) = os::unlock(&m.file, MEMBER_LOCK_BASE + index as u64) {
+            log::warn!("{}: cannot unlock member {index}: {e}", m.path.display());
+        }
+        m.held[index].store(false, Ordering::Release);
+    }
+
+    fn member_locked(&self, index: usize) -> bool {
+        let m = self.mapping;
+        // On an unexpected error, say "alive": never reap on a guess.
+        m.held[index].load(Ordering::Acquire)
+            || os::locked_by_other(&m.file, MEMBER_LOCK_BASE + index as u64).unwrap_or(true)
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        os::boottime_ns()
+    }
+
+    fn wait(&self, word: &AtomicU64, expected: u64, timeout: Duration) {
+        os::futex_wait(word, expected, timeout)
+    }
+
+    fn wake_all(&self, word: &AtomicU64) {
+        os::futex_wake_all(word)
+    }
+
+    /// A death watcher: a thread that blocks on a shared lock of the member's byte through
+    /// its own open file description. The kernel grants it when the member's process dies
+    /// (or closes the file); the thread lets it go at once and wakes every waiting
+    /// claimant. One per watched member per process; it ends when the member's holder does.
+    fn watch_member(&self, index: usize) {
+        let m = self.mapping;
+        {
+            let mut watching = m.watching.lock();
+            if watching[index] {
+                return;
+            }
+            watching[index] = true;
+        }
+        let reopened = File::open(format!("/proc/self/fd/{}", m.file.as_raw_fd()));
+        let mapping = Arc::clone(m);
+        let spawned = reopened.and_then(|watch_file| {
+            std::thread::Builder::new()
+                .name("shmlock-watch".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let byte = MEMBER_LOCK_BASE + index as u64;
+                    let result = os::lock_blocking(&watch_file, LockKind::Shared, byte);
+                    drop(watch_file); // let the lock go before anyone looks again
+                    mapping.watching.lock()[index] = false;
+                    if result.is_ok() {
+                        writer::wake_claimants(mapping.page(), &mapping.platform());
+                    }
+                })
+        });
+        if spawned.is_err() {
+            // Waiters fall back to polling every MAX_WAIT_SLICE.
+            m.watching.lock()[index] = false;
+        }
+    }
+}
+
+/// Options of the open sequence (the public `Options` minus the claim lease).
+pub(crate) struct OpenParams {
+    pub(crate) mode: u32,
+    pub(crate) create: bool,
+    pub(crate) allow_network_filesystem: bool,
+}
+
+/// How the open sequence left the page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Alone, on an empty file: initialised.
+    Created,
+    /// Alone, on a valid page; what dead processes had left, now cleared.
+    Recovered(Recovery),
+    /// Alone, on a damaged page of ours: rewritten (the reason).
+    Healed(String),
+    /// Not alone: validated only.
+    Joined,
+}
+
+/// A mapped, validated page with this process's dead-man-switch lock (shared) held.
+pub(crate) struct Opened {
+    pub(crate) mapping: Arc<Mapping>,
+    pub(crate) settled: Settled,
+    pub(crate) key: (u64, u64),
+}
+
+fn io_err(op: &'static str, path: &Path, e: impl Into<io::Error>) -> Error {
+    Error::io(op, path, e)
+}
+
+/// Refuse network filesystems (unless allowed): their locks and mappings are not coherent
+/// between hosts.
+fn check_filesystem(path: &Path, allow: bool) -> Result<()> {
+    if allow {
+        return Ok(());
+    }
+    let probe = if path.exists() {
+        path.to_path_buf()
+    } else {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    // A failing statfs (missing directory) is reported by the open that follows.
+    if let Ok(st) = nix::sys::statfs::statfs(&probe) {
+        if let Some(fs) = os::network_filesystem(st.filesystem_type().0 as i64) {
+            return Err(Error::UnsupportedFilesystem {
+                path: path.to_path_buf(),
+                fs,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn not_regular(path: &Path, found: &'static str) -> Error {
+    Error::NotARegularFile {
+        path: path.to_path_buf(),
+        found,
+    }
+}
+
+/// Map an `open(2)` failure to the error a person should see.
+fn open_error(path: &Path, e: io::Error) -> Error {
+    match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+        Errno::ELOOP => not_regular(path, "a symbolic link (refused: O_NOFOLLOW)"),
+        Errno::EISDIR => not_regular(path, "a directory"),
+        Errno::ENXIO | Errno::EOPNOTSUPP => not_regular(path, "a socket or special file"),
+        _ => io_err("open", path, e),
+    }
+}
+
+/// Check what `open` found is a regular file.
+fn check_regular(path: &Path, file: &File) -> Result<std::fs::Metadata> {
+    let meta = file.metadata().map_err(|e| io_err("fstat", path, e))?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(meta);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    Err(not_regular(
+        path,
+        if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        },
+    ))
+}
+
+/// Open (or create) the lock file read-write, never following a symlink, close-on-exec,
+/// non-blocking (so a FIFO at the path cannot hang us).
+fn open_file(path: &Path, params: &OpenParams) -> Result<(File, std::fs::Metadata)> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let mut created = false;
+    let file = if params.create {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(params.mode)
+            .custom_flags(flags)
+            .open(path)
+        {
+            Ok(f) => {
+                created = true;
+                Ok(f)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(flags)
+                .open(path),
+            Err(e) => Err(e),
+        }
+    } else {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)
+    }
+    .map_err(|e| open_error(path, e))?;
+    let meta = check_regular(path, &file)?;
+    if created {
+        // Exactly the mode asked for, whatever the umask (a provisioned file gets its data
+        // file's mode, so whoever may open the data may open its lock file).
+        file.set_permissions(std::fs::Permissions::from_mode(params.mode))
+            .map_err(|e| io_err("chmod", path, e))?;
+    }
+    Ok((file, meta))
+}
+
+/// Take the dead-man switch: exclusively if nobody else has the file open (`true`: alone),
+/// else shared (`false`). Waits, bounded, while another opener initialises.
+fn take_dead_man_switch(path: &Path, file: &File) -> Result<bool> {
+    let lock = |kind| os::try_lock(file, kind, DEAD_MAN_SWITCH_BYTE);
+    let start = Instant::now();
+    let backoff = Backoff::new();
+    loop {
+        if lock(LockKind::Exclusive).map_err(|e| io_err("lock", path, e))? {
+            return Ok(true);
+        }
+        if lock(LockKind::Shared).map_err(|e| io_err("lock", path, e))? {
+            return Ok(false);
+        }
+        if start.elapsed() > INITIALISER_PATIENCE {
+            return Err(io_err(
+                "wait for the process initialising it",
+                path,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "another process has held the dead-man switch exclusively for over 10 s (is it stopped?)",
+                ),
+            ));
+        }
+        if backoff.is_completed() {
+            std::thread::sleep(Duration::from_micros(200));
+        } else {
+            backoff.snooze();
+        }
+    }
+}
+
+/// Read up to one page from the start of the file.
+fn read_prefix(path: &Path, file: &File, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len.min(PAGE_SIZE as u64) as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| io_err("read", path, e))?;
+    Ok(buf)
+}
+
+fn map(path: &Path, file: File) -> Result<Arc<Mapping>> {
+    let map = MmapOptions::new()
+        .len(PAGE_SIZE)
+        .map_raw(&file)
+        .map_err(|e| io_err("mmap", path, e))?;
+    Ok(Arc::new(Mapping {
+        path: path.to_path_buf(),
+        file,
+        map,
+        held: std::array::from_fn(|_| AtomicBool::new(false)),
+        watching: parking_lot::Mutex::new([false; MEMBER_CAPACITY]),
+    }))
+}
+
+fn not_ours(path: &Path, len: u64) -> Error {
+    Error::corrupt(
+        path,
+        format!(
+            "is a {len}-byte file that is not a shmlock lock file (no shmlock magic), so it was left untouched; \
+             if it is a database, open its lock file with ShmLock::provision(data) or shm_path_for(data)"
+        ),
+    )
+}
+
+fn incompatible(path: &Path, found: u64) -> Error {
+    Error::IncompatibleVersion {
+        path: path.to_path_buf(),
+        found,
+        supported: FORMAT_VERSION,
+    }
+}
+
+fn invalid_to_error(path: &Path, len: u64, why: Invalid, live: bool) -> Error {
+    match why {
+        Invalid::NewerVersion(v) => incompatible(path, v),
+        Invalid::NotOurs => not_ours(path, len),
+        Invalid::OtherByteOrder => Error::corrupt(
+            path,
+            "was written by a machine of the other byte order; lock files are for one host: delete it when nothing uses it",
+        ),
+        other if live => Error::corrupt(
+            path,
+            format!(
+                "{}; live processes have it open, so it was not rewritten: stop them (see `shmlock inspect`) and the next opener heals it",
+                other.describe()
+            ),
+        ),
+        other => Error::corrupt(path, other.describe()),
+    }
+}
+
+/// What an opener that is alone will do, decided from the file's bytes before mapping.
+enum AlonePlan {
+    Initialise,
+    Heal(String),
+    Recover,
+}
+
+fn plan_alone(path: &Path, file: &File, len: u64) -> Result<AlonePlan> {
+    if len == 0 {
+        return Ok(AlonePlan::Initialise);
+    }
+    let prefix = read_prefix(path, file, len)?;
+    if len == PAGE_SIZE as u64 && prefix.iter().all(|&b| b == 0) {
+        // An initialiser died between sizing and its first store: nothing to lose.
+        return Ok(AlonePlan::Initialise);
+    }
+    match classify_prefix(&prefix) {
+        Ok(()) if len == PAGE_SIZE as u64 => Ok(AlonePlan::Recover),
+        Ok(()) => Ok(AlonePlan::Heal(format!(
+            "the file was {len} bytes, not {PAGE_SIZE}"
+        ))),
+        Err(Invalid::Initialising) => Ok(AlonePlan::Heal(
+            "an initialisation was interrupted".to_string(),
+        )),
+        Err(why) => Err(invalid_to_error(path, len, why, false)),
+    }
+}
+
+/// Alone: make the page valid (initialise, heal or recover), then downgrade the dead-man
+/// switch to shared.
+fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Settled)> {
+    let plan = plan_alone(path, &file, len)?;
+    if len != PAGE_SIZE as u64 {
+        file.set_len(PAGE_SIZE as u64)
+            .map_err(|e| io_err("resize", path, e))?;
+    }
+    let mapping = map(path, file)?;
+    let plat = mapping.platform();
+    let page = mapping.page();
+    let seed = os::unix_ns() / 1000;
+    let settled = match plan {
+        AlonePlan::Initialise => {
+            page.initialise(&plat, os::unix_ns(), seed, ORIGIN_CREATED);
+            Settled::Created
+        }
+        AlonePlan::Heal(reason) => {
+            page.initialise(&plat, os::unix_ns(), seed, ORIGIN_HEALED);
+            Settled::Healed(reason)
+        }
+        AlonePlan::Recover => match page.validate() {
+            Ok(()) => Settled::Recovered(protocol::recover_alone(page, &plat)),
+            Err(Invalid::Damaged(what)) => {
+                page.initialise(&plat, os::unix_ns(), seed, ORIGIN_HEALED);
+                Settled::Healed(format!("line 0 was damaged: {what}"))
+            }
+            Err(why) => return Err(invalid_to_error(path, len, why, false)),
+        },
+    };
+    if !os::try_lock(&mapping.file, LockKind::Shared, DEAD_MAN_SWITCH_BYTE)
+        .map_err(|e| io_err("lock", path, e))?
+    {
+        unreachable!("converting our own exclusive lock to shared cannot conflict");
+    }
+    Ok((mapping, settled))
+}
+
+/// The open sequence up to (not including) member registration.
+pub(crate) fn open(path: &Path, params: &OpenParams) -> Result<Opened> {
+    check_filesystem(path, params.allow_network_filesystem)?;
+    let (file, meta) = open_file(path, params)?;
+    let key = (meta.dev(), meta.ino());
+    let mut alone = take_dead_man_switch(path, &file)?;
+    loop {
+        let len = file.metadata().map_err(|e| io_err("fstat", path, e))?.len();
+        if alone {
+            let (mapping, settled) = settle_alone(path, file, len)?;
+            return Ok(Opened {
+                mapping,
+                settled,
+                key,
+            });
+        }
+        // Not alone: never rewrite; validate only.
+        let why = if len != PAGE_SIZE as u64 {
+            let prefix = read_prefix(path, &file, len)?;
+            match classify_prefix(&prefix) {
+                Err(Invalid::NewerVersion(v)) => return Err(incompatible(path, v)),
+                Err(Invalid::NotOurs) if len > 0 => return Err(not_ours(path, len)),
+                _ => Invalid::Damaged("the file is not one page long"),
+            }
+        } else {
+            let mapping = map(path, file.try_clone().map_err(|e| io_err("dup", path, e))?)?;
+            match mapping.page().validate() {
+                Ok(()) => {
+                    return Ok(Opened {
+                        mapping: {
+                            drop(file);
+                            mapping
+                        },
+                        settled: Settled::Joined,
+                        key,
+                    })
+                }
+                Err(why) => why,
+            }
+        };
+        // Everyone else may have left meanwhile: if we can be alone now, heal.
+        if matches!(why, Invalid::Damaged(_) | Invalid::Initialising)
+            && os::try_lock(&file, LockKind::Exclusive, DEAD_MAN_SWITCH_BYTE)
+                .map_err(|e| io_err("lock", path, e))?
+        {
+            alone = true;
+            continue;
+        }
+        return Err(invalid_to_error(path, len, why, true));
+    }
+}
+
+/// Read-only look at a lock file: opens it read-only, copies the page with `pread` (so a
+/// concurrent truncation cannot SIGBUS us), probes member locks without taking them.
+/// Creates, registers and writes nothing. `None` when there is no file or it is empty.
+pub(crate) fn inspect(path: &Path) -> Result<Option<Snapshot>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(open_error(path, e)),
+    };
+    let len = check_regular(path, &file)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let prefix = read_prefix(path, &file, len)?;
+    if len == PAGE_SIZE as u64 && prefix.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    if let Err(why) = classify_prefix(&prefix) {
+        return Err(invalid_to_error(path, len, why, false));
+    }
+    if len != PAGE_SIZE as u64 {
+        return Err(Error::corrupt(
+            path,
+            format!("is {len} bytes, not {PAGE_SIZE}; the next opener that is alone heals it"),
+        ));
+    }
+    let copy = Box::new(Page::<AtomicU64>::zeroed());
+    let raw = Box::into_raw(copy);
+    // SAFETY: `raw` is a freshly allocated, exclusively owned Page<AtomicU64> of exactly
+    // PAGE_SIZE bytes (compile-time checked) and `prefix` holds PAGE_SIZE bytes; any bit
+    // pattern is a valid AtomicU64. Ownership returns to a Box right after.
+    let copy = unsafe {
+        std::ptr::copy_nonoverlapping(prefix.as_ptr(), raw as *mut u8, PAGE_SIZE);
+        Box::from_raw(raw)
+    };
+    copy.validate()
+        .map_err(|why| invalid_to_error(path, len, why, false))?;
+    let plat = ProbePlatform { file: &file };
+    Ok(Some(protocol::snapshot(&copy, &plat, None)))
+}
+
+/// A platform that only looks: for `inspect` over a copy of the page.
+struct ProbePlatform<'a> {
+    file: &'a File,
+}
+
+impl Platform for ProbePlatform<'_> {
+    type Word = AtomicU64;
+    fn try_lock_member(&self, _: usize) -> bool {
+        false
+    }
+    fn unlock_member(&self, _: usize) {}
+    fn member_locked(&self, index: usize) -> bool {
+        os::locked_by_other(self.file, MEMBER_LOCK_BASE + index as u64).unwrap_or(true)
+    }
+    fn now(&self) -> u64 {
+        os::boottime_ns()
+    }
+    fn wait(&self, _: &AtomicU64, _: u64, timeout: Duration) {
+        std::thread::sleep(timeout)
+    }
+    fn wake_all(&self, _: &AtomicU64) {}
+}
+
+/// Bumped in every child right after `fork()`: a handle remembers the value it was opened
+/// under, and refuses to work when it differs.
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+static FORK_HOOKS: Once = Once::new();
+
+/// The process-wide registry: every open lock file of this process, by (device, inode), so
+/// that each `ShmLock::open` of one file shares one mapping, descriptor and member entry.
+/// Held across `fork()` (see [`install_fork_hooks`]) so a child never inherits it locked.
+pub(crate) static REGISTRY: parking_lot::Mutex<Vec<((u64, u64), Weak<crate::handle::Inner>)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+extern "C" fn before_fork() {
+    std::mem::forget(REGISTRY.lock());
+}
+
+extern "C" fn after_fork_in_parent() {
+    // SAFETY: `before_fork` locked the registry in this thread and forgot the guard.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+extern "C" fn after_fork_in_child() {
+    FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `before_fork` locked the registry in the forking thread, which is the only
+    // thread of the child, and forgot the guard.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+/// Install the fork hooks, once per process.
+pub(crate) fn install_fork_hooks() {
+    FORK_HOOKS.call_once(|| {
+        // SAFETY: the handlers are `extern "C" fn()` items that live for the whole program;
+        // they lock/unlock a static mutex and bump an atomic, which is allowed between
+        // fork's prepare and after hooks. pthread_atfork fails only with ENOMEM.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+        if rc != 0 {
+            log::warn!(
+                "pthread_atfork failed ({rc}): handles used after fork() will not be detected"
+            );
+        }
+    });
+}
+
+/// The current fork epoch (see [`install_fork_hooks`]).
+#[inline]
+pub(crate) fn fork_epoch() -> u64 {
+    FORK_EPOCH.load(Ordering::Relaxed)
+}
+
+/// This process's pid, for display.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}

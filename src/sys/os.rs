@@ -1,0 +1,189 @@
+//! Thin, safe wrappers over the system calls shmlock makes: OFD byte locks, futexes, the
+//! boot-time clock, and what a process knows about itself.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::libc;
+
+/// Kind of OFD lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+fn flock(l_type: libc::c_int, byte: u64) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut f: libc::flock = unsafe { std::mem::zeroed() };
+    f.l_type = l_type as libc::c_short;
+    f.l_whence = libc::SEEK_SET as libc::c_short;
+    f.l_start = byte as libc::off_t;
+    f.l_len = 1;
+    f.l_pid = 0; // required by F_OFD_*
+    f
+}
+
+fn l_type(kind: LockKind) -> libc::c_int {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    }
+}
+
+/// Take (or convert to) an OFD lock on one byte without blocking. `Ok(false)` when another
+/// open file description holds a conflicting lock.
+pub(crate) fn try_lock(file: &File, kind: LockKind, byte: u64) -> io::Result<bool> {
+    let f = flock(l_type(kind), byte);
+    loop {
+        match fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&f)) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) => return Ok(false),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Take an OFD lock on one byte, blocking until no other open file description holds a
+/// conflicting one (used only by death watchers, on their own open file description).
+pub(crate) fn lock_blocking(file: &File, kind: LockKind, byte: u64) -> io::Result<()> {
+    let f = flock(l_type(kind), byte);
+    loop {
+        match fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&f)) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Drop this open file description's lock on one byte.
+pub(crate) fn unlock(file: &File, byte: u64) -> io::Result<()> {
+    let f = flock(libc::F_UNLCK, byte);
+    fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&f))?;
+    Ok(())
+}
+
+/// Whether another open file description holds a lock on the byte (without taking it).
+/// Works on a read-only descriptor.
+pub(crate) fn locked_by_other(file: &File, byte: u64) -> io::Result<bool> {
+    let mut f = flock(libc::F_WRLCK, byte);
+    fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut f))?;
+    Ok(f.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Address of the 32 bits of `word` that hold its low half (what a futex compares).
+fn futex_addr(word: &AtomicU64) -> *const u32 {
+    let base = word.as_ptr() as *const u32;
+    if cfg!(target_endian = "big") {
+        base.wrapping_add(1)
+    } else {
+        base
+    }
+}
+
+/// Sleep until `word`'s low 32 bits differ from `expected`'s, a wake-up, or `timeout`.
+/// A shared (not private) futex: waiters and wakers are in different processes.
+pub(crate) fn futex_wait(word: &AtomicU64, expected: u64, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the address points into a live, 4-byte-aligned word of the shared page (or
+    // of a heap page) for the whole call; FUTEX_WAIT only reads it; `ts` outlives the call.
+    // Any error (EAGAIN: value changed, ETIMEDOUT, EINTR) is a normal return for a waiter
+    // that re-checks the state.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAIT,
+            expected as u32,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wake every process sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU64) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the word's memory beyond
+    // hashing its address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds: monotonic, shared by every process on the host,
+/// counts suspend, and is not stepped when the wall clock is.
+#[inline]
+pub(crate) fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on Linux >= 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+/// This process's start time in whole seconds of `CLOCK_BOOTTIME` (0 if unknown): with the
+/// pid, it tells a person which process a member was, even after its pid is reused.
+pub(crate) fn process_start_secs() -> u32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Field 22 (starttime, clock ticks since boot) is the 20th after the command name.
+    let ticks: u64 = after_comm
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return 0;
+    }
+    (ticks / hz as u64).min(u32::MAX as u64) as u32
+}
+
+/// Name of a network or cluster filesystem by its statfs magic; `None` for local ones.
+pub(crate) fn network_filesystem(magic: i64) -> Option<&'static str> {
+    Some(match magic as u32 {
+        0x6969 => "NFS",
+        0x517b => "SMB",
+        0xff53_4d42 => "CIFS",
+        0xfe53_4d42 => "SMB2",
+        0x0102_1997 => "9P",
+        0x00c3_6400 => "Ceph",
+        0x5346_414f | 0x6b41_4653 => "AFS",
+        0x7375_7245 => "Coda",
+        0x564c => "NCP",
+        0x0bd0_0bd0 => "Lustre",
+        0x0116_1970 => "GFS2",
+        0x7461_636f => "OCFS2",
+        0x47504653 => "GPFS",
+        _ => return None,
+    })
+}
