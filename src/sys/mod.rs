@@ -214,7 +214,7 @@ fn check_filesystem(path: &Path, allow: bool) -> Result<()> {
     };
     // A failing statfs (missing directory) is reported by the open that follows.
     if let Ok(st) = nix::sys::statfs::statfs(&probe) {
-        if let Some(fs) = os::network_filesystem(st.filesystem_type().0 as i64) {
+        if let Some(fs) = os::network_filesystem(st.filesystem_type().0 as u64) {
             return Err(Error::UnsupportedFilesystem {
                 path: path.to_path_buf(),
                 fs,
@@ -592,8 +592,10 @@ static FORK_HOOKS: Once = Once::new();
 /// The process-wide registry: every open lock file of this process, by (device, inode), so
 /// that each `ShmLock::open` of one file shares one mapping, descriptor and member entry.
 /// Held across `fork()` (see [`install_fork_hooks`]) so a child never inherits it locked.
-pub(crate) static REGISTRY: parking_lot::Mutex<Vec<((u64, u64), Weak<crate::handle::Inner>)>> =
-    parking_lot::Mutex::new(Vec::new());
+pub(crate) static REGISTRY: parking_lot::Mutex<Registry> = parking_lot::Mutex::new(Vec::new());
+
+/// Open files of this process: (device, inode) and the shared membership.
+pub(crate) type Registry = Vec<((u64, u64), Weak<crate::handle::Inner>)>;
 
 extern "C" fn before_fork() {
     std::mem::forget(REGISTRY.lock());

@@ -169,7 +169,7 @@ pub(crate) fn process_start_secs() -> u32 {
 }
 
 /// Name of a network or cluster filesystem by its statfs magic; `None` for local ones.
-pub(crate) fn network_filesystem(magic: i64) -> Option<&'static str> {
+pub(crate) fn network_filesystem(magic: u64) -> Option<&'static str> {
     Some(match magic as u32 {
         0x6969 => "NFS",
         0x517b => "SMB",
