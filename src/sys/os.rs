@@ -187,3 +187,58 @@ pub(crate) fn network_filesystem(magic: u64) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_filesystems_are_named_and_local_ones_are_not() {
+        assert_eq!(network_filesystem(0x6969), Some("NFS"));
+        assert_eq!(network_filesystem(0xff53_4d42), Some("CIFS"));
+        assert_eq!(network_filesystem(0xfe53_4d42), Some("SMB2"));
+        assert_eq!(network_filesystem(0x0102_1997), Some("9P"));
+        assert_eq!(network_filesystem(0x00c3_6400), Some("Ceph"));
+        // ext4, tmpfs, btrfs, xfs, overlayfs
+        for local in [
+            0xef53u64,
+            0x0102_1994,
+            0x9123_683e,
+            0x5846_5342,
+            0x794c_7630,
+        ] {
+            assert_eq!(network_filesystem(local), None, "{local:#x}");
+        }
+    }
+
+    #[test]
+    fn ofd_locks_conflict_between_descriptions_and_probe_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks");
+        std::fs::write(&path, b"").unwrap();
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let b = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let ro = File::open(&path).unwrap();
+        assert!(try_lock(&a, LockKind::Exclusive, 5000).unwrap());
+        assert!(!try_lock(&b, LockKind::Exclusive, 5000).unwrap());
+        assert!(!try_lock(&b, LockKind::Shared, 5000).unwrap());
+        assert!(locked_by_other(&b, 5000).unwrap());
+        assert!(locked_by_other(&ro, 5000).unwrap());
+        assert!(
+            !locked_by_other(&a, 5000).unwrap(),
+            "own lock is no conflict"
+        );
+        unlock(&a, 5000).unwrap();
+        assert!(!locked_by_other(&ro, 5000).unwrap());
+        assert!(try_lock(&b, LockKind::Shared, 5000).unwrap());
+        assert!(try_lock(&a, LockKind::Shared, 5000).unwrap());
+    }
+}

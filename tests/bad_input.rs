@@ -1,0 +1,327 @@
+//! Every bad input of DESIGN.md: a typed error (or a heal, only when alone and the page is
+//! ours), never a panic, never a rewrite of a file that is not ours or that others use.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::open_agent;
+use shmlock::page::{BYTE_ORDER_MARK, FORMAT_VERSION, MAGIC, PAGE_SIZE};
+use shmlock::{Error, OpenState, Options, ShmLock};
+
+fn write(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).unwrap();
+}
+
+/// A valid page, made by the library itself in a scratch file.
+fn valid_page(dir: &Path) -> Vec<u8> {
+    let scratch = dir.join("scratch-shm");
+    drop(ShmLock::open(&scratch).unwrap());
+    let bytes = fs::read(&scratch).unwrap();
+    fs::remove_file(&scratch).unwrap();
+    bytes
+}
+
+fn set_word(page: &mut [u8], index: usize, value: u64) {
+    page[index * 8..index * 8 + 8].copy_from_slice(&value.to_ne_bytes());
+}
+
+/// Opening `bytes` must fail with an error `check` accepts and leave the file untouched.
+fn refused_untouched(bytes: &[u8], check: impl Fn(&Error) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad-shm");
+    write(&path, bytes);
+    let err = ShmLock::open(&path).unwrap_err();
+    assert!(
+        check(&err),
+        "unexpected error for {} bytes: {err}",
+        bytes.len()
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "the file was modified");
+    // inspect refuses it too, without writing.
+    assert!(shmlock::inspect(&path).is_err());
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+fn is_corrupt(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. })
+}
+
+#[test]
+fn missing_directory_is_an_io_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/dir/x-shm");
+    match ShmLock::open(&path).unwrap_err() {
+        Error::Io {
+            op,
+            path: p,
+            source,
+        } => {
+            assert_eq!(op, "open");
+            assert_eq!(p, path);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn directories_fifos_devices_and_symlinks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("a-directory");
+    fs::create_dir(&sub).unwrap();
+    let fifo = dir.path().join("a-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let target = dir.path().join("target-shm");
+    write(&target, b"someone else's file");
+    let link = dir.path().join("link-shm");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dangling = dir.path().join("dangling-shm");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    for path in [&sub, &fifo, Path::new("/dev/null"), &link, &dangling] {
+        match ShmLock::open(path) {
+            Err(Error::NotARegularFile { path: p, .. }) => assert_eq!(p, *path),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    assert_eq!(fs::read(&target).unwrap(), b"someone else's file");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "a dangling symlink was followed"
+    );
+    let msg = ShmLock::open(&link).unwrap_err().to_string();
+    assert!(msg.contains("symbolic link"), "{msg}");
+}
+
+#[test]
+fn empty_file_is_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty-shm");
+    write(&path, b"");
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(lock.open_state(), OpenState::Created);
+    assert_eq!(fs::metadata(&path).unwrap().len(), PAGE_SIZE as u64);
+}
+
+#[test]
+fn foreign_files_of_any_size_are_never_overwritten() {
+    for len in [1usize, 4095, 4096, 4097, 1 << 20] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+        refused_untouched(&bytes, is_corrupt);
+    }
+}
+
+#[test]
+fn a_data_file_opened_by_mistake_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    write(&db, b"SQLite format 3\0 and some pages");
+    let msg = ShmLock::open(&db).unwrap_err().to_string();
+    assert!(msg.contains("provision"), "{msg}");
+    assert!(msg.contains("app.db"), "{msg}");
+    assert_eq!(fs::read(&db).unwrap(), b"SQLite format 3\0 and some pages");
+}
+
+#[test]
+fn newer_format_version_is_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut page = valid_page(dir.path());
+    set_word(&mut page, 2, FORMAT_VERSION as u64 + 1);
+    refused_untouched(&page, |e| {
+        matches!(e, Error::IncompatibleVersion { found, supported, .. }
+            if *found == FORMAT_VERSION as u64 + 1 && *supported == FORMAT_VERSION)
+    });
+    // Even when the newer format's file is not one page long.
+    page.extend_from_slice(&[0; 4096]);
+    refused_untouched(&page, |e| matches!(e, Error::IncompatibleVersion { .. }));
+}
+
+#[test]
+fn other_byte_order_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut page = valid_page(dir.path());
+    set_word(&mut page, 0, MAGIC.swap_bytes());
+    set_word(&mut page, 1, BYTE_ORDER_MARK.swap_bytes());
+    refused_untouched(&page, is_corrupt);
+}
+
+#[test]
+fn random_pages_are_refused_untouched() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20 {
+        let page: Vec<u8> = (0..PAGE_SIZE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        refused_untouched(&page, is_corrupt);
+    }
+}
+
+#[test]
+fn our_damaged_page_is_healed_when_alone_with_a_generation_above_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn-shm");
+    let old_generation = {
+        let lock = ShmLock::open(&path).unwrap();
+        lock.try_claim_writer().unwrap().generation()
+    };
+    // Tear line 0: the checksum no longer matches.
+    let mut page = fs::read(&path).unwrap();
+    page[4 * 8] ^= 0xff;
+    write(&path, &page);
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(lock.open_state(), OpenState::HealedCorruptHeader);
+    assert_eq!(lock.snapshot().origin, shmlock::PageOrigin::Healed);
+    assert!(lock.try_claim_writer().unwrap().generation() > old_generation);
+}
+
+#[test]
+fn our_page_of_the_wrong_size_is_healed_when_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = valid_page(dir.path());
+    for len in [8usize, 100, 4095, 4097, 1 << 20] {
+        let path = dir.path().join(format!("size-{len}-shm"));
+        let mut bytes = good.clone();
+        bytes.resize(len, 0xAB);
+        write(&path, &bytes);
+        let lock = ShmLock::open(&path).unwrap();
+        assert_eq!(
+            lock.open_state(),
+            OpenState::HealedCorruptHeader,
+            "{len} bytes"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().len(), PAGE_SIZE as u64);
+    }
+}
+
+#[test]
+fn a_page_damaged_under_a_live_user_is_an_error_not_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live-shm");
+    let (mut user, _) = open_agent(&path, None);
+    user.ok("try_claim");
+    // Damage line 0 behind the live user's back (pwrite, not the mapping).
+    let mut page = fs::read(&path).unwrap();
+    page[5 * 8] ^= 0x01;
+    write(&path, &page);
+    match ShmLock::open(&path).unwrap_err() {
+        Error::Corrupt { reason, .. } => assert!(reason.contains("live"), "{reason}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        page,
+        "rewritten under a live user"
+    );
+    // A short file under a live user is refused too, and not resized.
+    let short = &page[..1000];
+    write(&path, short);
+    assert!(ShmLock::open(&path).is_err());
+    assert_eq!(fs::read(&path).unwrap(), short);
+    // The user still holds its writer role (its mapping was never reset).
+    write(&path, &page);
+    assert_eq!(user.ok("is_current"), ["true"]);
+}
+
+#[test]
+fn new_files_are_0600_and_provisioned_files_take_the_data_files_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mode-shm");
+    drop(ShmLock::open(&path).unwrap());
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let custom = dir.path().join("custom-shm");
+    drop(ShmLock::open_with(&custom, &Options::new().mode(0o640)).unwrap());
+    assert_eq!(
+        fs::metadata(&custom).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+
+    let data = dir.path().join("app.db");
+    write(&data, b"data");
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o664)).unwrap();
+    shmlock::set_provisioning_enabled(false);
+    match ShmLock::provision(&data).unwrap_err() {
+        Error::Io { op, source, .. } => {
+            assert!(op.contains("provisioning is off"), "{op}");
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!shmlock::shm_path_for(&data).exists());
+    shmlock::set_provisioning_enabled(true);
+    let lock = ShmLock::provision(&data).unwrap();
+    assert_eq!(lock.path(), shmlock::shm_path_for(&data));
+    let mode = fs::metadata(lock.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o664);
+}
+
+#[test]
+fn create_false_does_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent-shm");
+    let err = ShmLock::open_with(&path, &Options::new().create(false)).unwrap_err();
+    assert!(
+        matches!(err, Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn inspect_creates_registers_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inspect-shm");
+    assert_eq!(shmlock::inspect(&path).unwrap(), None);
+    assert!(!path.exists());
+    let (mut user, _) = open_agent(&path, None);
+    user.ok("attach");
+    let before = fs::read(&path).unwrap();
+    let snap = shmlock::inspect(&path).unwrap().unwrap();
+    assert_eq!(snap.members.len(), 1);
+    assert_eq!(snap.reader_count, 1);
+    assert_eq!(snap.members[0].pid, user.pid);
+    assert!(snap.members[0].alive);
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn shm_path_for_appends_dash_shm() {
+    assert_eq!(
+        shmlock::shm_path_for("/var/db/app.db"),
+        Path::new("/var/db/app.db-shm")
+    );
+}
+
+#[test]
+fn one_process_maps_a_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("once-shm");
+    let a = ShmLock::open(&path).unwrap();
+    let b = ShmLock::open(&path).unwrap();
+    assert_eq!(b.open_state(), OpenState::Joined);
+    assert_eq!(a.member_index(), b.member_index());
+    assert_eq!(a.snapshot().members.len(), 1);
+    let w = a.try_claim_writer().unwrap();
+    assert!(matches!(b.try_claim_writer(), Err(Error::AlreadyWriter)));
+    drop(w);
+    drop(a);
+    // The member lives on while any handle does.
+    assert_eq!(
+        shmlock::inspect(&path)
+            .unwrap()
+            .unwrap()
+            .live_members()
+            .count(),
+        1
+    );
+    drop(b);
+    assert_eq!(shmlock::inspect(&path).unwrap().unwrap().members.len(), 0);
+}
