@@ -112,13 +112,16 @@ pub fn provisioning_enabled() -> bool {
     match PROVISIONING.load(Ordering::Relaxed) {
         1 => false,
         2 => true,
-        _ => std::env::var("SHMLOCK_PROVISION").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        }),
+        _ => std::env::var("SHMLOCK_PROVISION").is_ok_and(|v| provision_env_says_yes(&v)),
     }
+}
+
+/// `SHMLOCK_PROVISION`'s yes: 1, true, yes or on, in any case, surrounding blanks ignored.
+fn provision_env_says_yes(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Read-only look at a lock file: creates, registers and writes nothing. `Ok(None)` when the
@@ -598,6 +601,19 @@ impl Drop for ReaderGuard {
         // In a forked child the count belongs to the parent: leave it alone.
         if self.inner.check_fork().is_ok() {
             members::detach(self.inner.mapping.page(), self.inner.index());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn provisioning_env_values() {
+        for yes in ["1", "true", "TRUE", "Yes", "on", " on "] {
+            assert!(super::provision_env_says_yes(yes), "{yes:?}");
+        }
+        for no in ["", "0", "false", "off", "no", "2", "enable"] {
+            assert!(!super::provision_env_says_yes(no), "{no:?}");
         }
     }
 }
