@@ -1,1 +1,521 @@
+//! The loom platform for shmlock's models: the world the protocol runs in under loom.
+//!
+//! The models in `tests/models.rs` drive the library's own protocol code
+//! (`shmlock::protocol`, `shmlock::page`) — there is no copy of it here. What this crate
+//! supplies is everything the protocol takes from the world, through the platform seam
+//! (`shmlock::platform`):
+//!
+//! * **The page**: a heap [`Page`] of [`StepWord`]s. A `StepWord` *is* a
+//!   `loom::sync::atomic::AtomicU64` (every operation goes to shmlock's own `Word` impl for
+//!   it, the one the `loom` feature adds) plus two pieces of instrumentation: it counts the
+//!   calling process's side-effecting steps, so a process can die at a chosen step, and it
+//!   logs every value written to the owner word, so models can check the owner word's whole
+//!   modification order.
+//! * **The kernel's OFD lock table**: [`World`] holds one loom mutex over the member byte
+//!   locks and the dead-man-switch byte, which is what the kernel's per-inode lock list is.
+//!   Each modelled process is a [`Process`] (one loom thread) and owns the locks it takes.
+//! * **Process death**: [`Process::run`] runs a process's script; with a [`CrashPoint`] the
+//!   process stops just before its n-th side-effecting step (a store, CAS, fetch-add or
+//!   lock operation) and its locks are released, as the kernel does at exit. A crash point
+//!   beyond the end of the script means "dies right after its last step".
+//!   [`for_each_crash_point`] runs a model once per crash point until the point lies past
+//!   the script's end in every explored interleaving.
+//! * **The clock**: a loom atomic the test sets ([`World::set_clock`]); `now()` reads it.
+//! * **Waiting**: `wait` is `loom::thread::yield_now`.
+//! * **Mutations**: `mutant()` answers with the [`Mutant`] the model was built with, which is
+//!   how a model is run against a deliberately broken protocol without editing a file.
 
+use std::cell::RefCell;
+use std::sync::atomic::Ordering::{self, SeqCst};
+use std::time::Duration;
+
+use loom::sync::atomic::AtomicU64 as LoomU64;
+use loom::sync::{Arc, Mutex};
+
+use shmlock::page::{owner_generation, owner_slot, OwnerSlot, Page, MEMBER_CAPACITY};
+use shmlock::platform::{Mutant, Platform, Word};
+use shmlock::protocol::members::{self, Identity, Registration};
+
+pub use shmlock;
+
+/// Generation seed every modelled page starts from (what `initialise` gets from the clock).
+pub const SEED: u64 = 1000;
+
+/// A loom `AtomicU64` that counts the calling process's steps and logs owner-word writes.
+pub struct StepWord(LoomU64);
+
+impl Word for StepWord {
+    fn new(value: u64) -> Self {
+        StepWord(<LoomU64 as Word>::new(value))
+    }
+
+    fn load(&self, order: Ordering) -> u64 {
+        Word::load(&self.0, order)
+    }
+
+    fn store(&self, value: u64, order: Ordering) {
+        step();
+        Word::store(&self.0, value, order);
+        self.log_write(value);
+    }
+
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        step();
+        let result = Word::compare_exchange(&self.0, current, new, success, failure);
+        if result.is_ok() {
+            self.log_write(new);
+        }
+        result
+    }
+
+    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+        step();
+        let before = Word::fetch_add(&self.0, value, order);
+        self.log_write(before.wrapping_add(value));
+        before
+    }
+
+    fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
+        step();
+        let before = Word::fetch_sub(&self.0, value, order);
+        self.log_write(before.wrapping_sub(value));
+        before
+    }
+}
+
+impl StepWord {
+    /// Record `value` if this word is the owner word of the page being modelled. Loom runs
+    /// one thread at a time and appends every write to the end of the word's modification
+    /// order, so the log is that order.
+    fn log_write(&self, value: u64) {
+        let me = self as *const StepWord as usize;
+        OWNER_LOG.with(|log| {
+            let mut log = log.borrow_mut();
+            if log.address == me {
+                let by = current_pid();
+                log.writes.push(OwnerWrite { by, value });
+            }
+        });
+    }
+}
+
+/// One value written to the owner word, and which process wrote it (0: the model's setup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerWrite {
+    /// The writing process's pid.
+    pub by: u32,
+    /// The value written.
+    pub value: u64,
+}
+
+#[derive(Default)]
+struct OwnerLog {
+    address: usize,
+    writes: Vec<OwnerWrite>,
+}
+
+std::thread_local! {
+    // One loom execution runs all its modelled threads on one OS thread, one at a time, so
+    // an OS-thread-local is "per execution". Observation only: the protocol never reads it.
+    static OWNER_LOG: RefCell<OwnerLog> = RefCell::new(OwnerLog::default());
+}
+
+/// The calling loom thread's process: who it is and where it is to die.
+struct ProcessContext {
+    pid: u32,
+    crash: Option<CrashPoint>,
+    steps: usize,
+}
+
+loom::thread_local! {
+    static CONTEXT: RefCell<Option<ProcessContext>> = RefCell::new(None);
+}
+
+fn current_pid() -> u32 {
+    CONTEXT.with(|c| c.borrow().as_ref().map_or(0, |c| c.pid))
+}
+
+/// The panic payload that stops a process at its crash point.
+struct Crashed;
+
+/// Count one side-effecting step of the calling process; die here if it is the chosen one.
+fn step() {
+    let die = CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return false };
+        let Some(crash) = &c.crash else { return false };
+        if c.steps == crash.step {
+            crash.reached.store(true, SeqCst);
+            return true;
+        }
+        c.steps += 1;
+        false
+    });
+    if die {
+        std::panic::panic_any(Crashed);
+    }
+}
+
+/// Where a process dies: just before its `step`-th side-effecting step (counted from 0).
+#[derive(Clone, Debug)]
+pub struct CrashPoint {
+    /// Steps the process completes before it dies.
+    pub step: usize,
+    reached: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Most crash points a model may have; a model with more is a mistake.
+const MAX_CRASH_POINTS: usize = 64;
+
+/// Run `model` once per crash point 0, 1, 2 … until a run in which no explored
+/// interleaving reached the crash point before the script ended (that last run is the
+/// process dying right after its last step). Returns the number of runs.
+pub fn for_each_crash_point(mut model: impl FnMut(CrashPoint)) -> usize {
+    for step in 0..MAX_CRASH_POINTS {
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        model(CrashPoint {
+            step,
+            reached: reached.clone(),
+        });
+        if !reached.load(SeqCst) {
+            return step + 1;
+        }
+    }
+    panic!("more than {MAX_CRASH_POINTS} crash points: the script is too long for a model");
+}
+
+/// The only crash point of a model run with `LOOM_CRASH_POINT` set, or `None`.
+pub fn crash_point_from_env() -> Option<usize> {
+    std::env::var("LOOM_CRASH_POINT")
+        .ok()
+        .map(|v| v.parse().expect("LOOM_CRASH_POINT must be a step number"))
+}
+
+/// Like [`for_each_crash_point`], or only the crash point named by `LOOM_CRASH_POINT`.
+pub fn crash_points(model: impl FnMut(CrashPoint)) -> usize {
+    match crash_point_from_env() {
+        Some(step) => {
+            let mut model = model;
+            model(CrashPoint {
+                step,
+                reached: Default::default(),
+            });
+            1
+        }
+        None => for_each_crash_point(model),
+    }
+}
+
+/// The kernel's lock table for the lock file: who holds each member byte, and the
+/// dead-man-switch byte (one exclusive holder, or a set of shared holders).
+struct LockTable {
+    members: [u32; MEMBER_CAPACITY],
+    switch_exclusive: u32,
+    /// Bit `pid` set: process `pid` holds the switch shared.
+    switch_shared: u64,
+}
+
+/// Everything shared by the modelled processes of one execution.
+pub struct World {
+    /// The page, on the heap.
+    pub page: Box<Page<StepWord>>,
+    locks: Mutex<LockTable>,
+    clock: LoomU64,
+    mutant: Option<Mutant>,
+}
+
+impl World {
+    /// A zeroed page (a fresh file that nobody has initialised yet).
+    pub fn fresh(mutant: Option<Mutant>) -> Arc<World> {
+        let world = Arc::new(World {
+            page: Box::new(Page::zeroed()),
+            locks: Mutex::new(LockTable {
+                members: [0; MEMBER_CAPACITY],
+                switch_exclusive: 0,
+                switch_shared: 0,
+            }),
+            clock: LoomU64::new(0),
+            mutant,
+        });
+        OWNER_LOG.with(|log| {
+            *log.borrow_mut() = OwnerLog {
+                address: &world.page.writer.owner as *const StepWord as usize,
+                writes: Vec::new(),
+            }
+        });
+        world
+    }
+
+    /// A page initialised by `Page::initialise` with generation seed [`SEED`], as the first
+    /// opener leaves it.
+    pub fn initialised(mutant: Option<Mutant>) -> Arc<World> {
+        let world = World::fresh(mutant);
+        let setup = Process::new(&world, 0);
+        world
+            .page
+            .initialise(&setup, 1, SEED, shmlock::page::ORIGIN_CREATED);
+        world
+    }
+
+    /// Set the modelled monotonic clock.
+    pub fn set_clock(&self, now: u64) {
+        self.clock.store(now, SeqCst);
+    }
+
+    /// Every value written to the owner word so far, in modification order.
+    pub fn owner_writes(&self) -> Vec<OwnerWrite> {
+        OWNER_LOG.with(|log| log.borrow().writes.clone())
+    }
+
+    /// Who holds member `index`'s lock (0: nobody).
+    pub fn member_holder(&self, index: usize) -> u32 {
+        self.locks.lock().unwrap().members[index]
+    }
+}
+
+/// One modelled process: its view of the world, the protocol's platform.
+pub struct Process {
+    world: Arc<World>,
+    /// Its pid (display only for the protocol; the lock table's holder id here).
+    pub pid: u32,
+}
+
+/// What one run of a process's script came to.
+#[derive(Debug)]
+pub struct Ran<R> {
+    /// The script's result, unless the process died before it finished.
+    pub result: Option<R>,
+    /// Whether the process is dead now (it had a crash point).
+    pub died: bool,
+}
+
+impl Process {
+    /// The platform of process `pid` (1..=63; 0 is the model's own setup).
+    pub fn new(world: &Arc<World>, pid: u32) -> Process {
+        assert!(pid < 64, "pids are bits of the switch's holder set");
+        Process {
+            world: world.clone(),
+            pid,
+        }
+    }
+
+    /// The shared world.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The page.
+    pub fn page(&self) -> &Page<StepWord> {
+        &self.world.page
+    }
+
+    /// Register this process (reaping dead members first), as an opener does.
+    pub fn register(&self) -> Registration {
+        let who = Identity {
+            pid: self.pid,
+            process_start_secs: 0,
+        };
+        members::register(self.page(), self, who)
+            .expect("the model never fills the member table")
+            .0
+    }
+
+    /// Run `script` as this process on the current loom thread. With `crash`, the process
+    /// dies at that point (or right after the script, if the point lies beyond its end):
+    /// the script stops and the kernel releases every lock the process held.
+    pub fn run<R>(&self, crash: Option<CrashPoint>, script: impl FnOnce(&Process) -> R) -> Ran<R> {
+        silence_crash_panics();
+        let mortal = crash.is_some();
+        CONTEXT.with(|c| {
+            *c.borrow_mut() = Some(ProcessContext {
+                pid: self.pid,
+                crash,
+                steps: 0,
+            })
+        });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| script(self)));
+        CONTEXT.with(|c| *c.borrow_mut() = None);
+        let result = match outcome {
+            Ok(result) => Some(result),
+            Err(payload) if payload.is::<Crashed>() => None,
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
+        if mortal {
+            self.die();
+        }
+        Ran {
+            result,
+            died: mortal,
+        }
+    }
+
+    /// The kernel drops every lock of a process that exits.
+    fn die(&self) {
+        let mut table = self.world.locks.lock().unwrap();
+        for holder in table.members.iter_mut() {
+            if *holder == self.pid {
+                *holder = 0;
+            }
+        }
+        if table.switch_exclusive == self.pid {
+            table.switch_exclusive = 0;
+        }
+        table.switch_shared &= !(1 << self.pid);
+    }
+
+    /// Try to take the dead-man switch exclusively (`F_OFD_SETLK`, `F_WRLCK`): only when
+    /// no other process holds it at all. A holder of a shared lock may upgrade.
+    pub fn try_lock_switch_exclusive(&self) -> bool {
+        step();
+        let mut table = self.world.locks.lock().unwrap();
+        let others_shared = table.switch_shared & !(1 << self.pid);
+        if others_shared != 0 || (table.switch_exclusive != 0 && table.switch_exclusive != self.pid)
+        {
+            return false;
+        }
+        table.switch_shared &= !(1 << self.pid);
+        table.switch_exclusive = self.pid;
+        true
+    }
+
+    /// Try to take the dead-man switch shared (`F_RDLCK`): only when nobody else holds it
+    /// exclusively. The exclusive holder itself converts (downgrades) to shared.
+    pub fn try_lock_switch_shared(&self) -> bool {
+        step();
+        let mut table = self.world.locks.lock().unwrap();
+        if table.switch_exclusive != 0 && table.switch_exclusive != self.pid {
+            return false;
+        }
+        table.switch_exclusive = 0;
+        table.switch_shared |= 1 << self.pid;
+        true
+    }
+}
+
+impl Platform for Process {
+    type Word = StepWord;
+
+    fn try_lock_member(&self, index: usize) -> bool {
+        step();
+        let mut table = self.world.locks.lock().unwrap();
+        // A second take by the holder fails too: the production platform keeps a per-process
+        // flag so that two threads of one process never both "take" an entry.
+        if table.members[index] != 0 {
+            return false;
+        }
+        table.members[index] = self.pid;
+        true
+    }
+
+    fn unlock_member(&self, index: usize) {
+        step();
+        let mut table = self.world.locks.lock().unwrap();
+        if table.members[index] == self.pid {
+            table.members[index] = 0;
+        }
+    }
+
+    fn member_locked(&self, index: usize) -> bool {
+        self.world.locks.lock().unwrap().members[index] != 0
+    }
+
+    fn now(&self) -> u64 {
+        self.world.clock.load(SeqCst)
+    }
+
+    fn wait(&self, _word: &StepWord, _expected: u64, _timeout: Duration) {
+        loom::thread::yield_now();
+    }
+
+    fn wake_all(&self, _word: &StepWord) {}
+
+    fn mutant(&self, mutant: Mutant) -> bool {
+        self.world.mutant == Some(mutant)
+    }
+}
+
+/// Print nothing for the panics that stop a crashing process; print every other panic.
+fn silence_crash_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Crashed>() {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Check the owner word's modification order: every claim (a write naming a member) raises
+/// the generation by exactly one over the value it replaced, and every free keeps it. So
+/// generations strictly increase with claims and never repeat (invariant 2).
+pub fn assert_owner_history_sound(writes: &[OwnerWrite]) {
+    for pair in writes.windows(2) {
+        let (before, after) = (pair[0].value, pair[1].value);
+        let (old, new) = (owner_generation(before), owner_generation(after));
+        match owner_slot(after) {
+            OwnerSlot::Free => assert_eq!(
+                new, old,
+                "freeing the owner word changed the generation: {writes:x?}"
+            ),
+            _ => assert_eq!(
+                new,
+                old + 1,
+                "a claim did not raise the generation by exactly one: {writes:x?}"
+            ),
+        }
+    }
+}
+
+/// Stack for every modelled thread: building a page and unwinding a crash need more than
+/// loom's default coroutine stack (32 KiB) in an unoptimised build.
+const STACK_SIZE: usize = 1 << 20;
+
+/// Spawn a loom thread (a modelled process, usually) with a stack big enough for the model.
+pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
+    loom::thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn(f)
+        .expect("loom spawns")
+}
+
+/// Check `model` under loom with `preemption_bound` (see [`builder`]). The model runs on
+/// a spawned thread because loom's main coroutine stack is too small to build a page on.
+pub fn check(preemption_bound: usize, model: impl Fn() + Sync + Send + 'static) {
+    let model = std::sync::Arc::new(model);
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = executions.clone();
+    let start = std::time::Instant::now();
+    builder(preemption_bound).check(move || {
+        counted.fetch_add(1, SeqCst);
+        let model = model.clone();
+        spawn(move || model()).join().expect("the model's thread");
+    });
+    eprintln!(
+        "{} executions in {:.1?}",
+        executions.load(SeqCst),
+        start.elapsed()
+    );
+}
+
+/// A loom model builder with the bound a model chose, unless `LOOM_MAX_PREEMPTIONS` is
+/// set (then that bound applies, for deeper local runs). Setup runs about a thousand
+/// single-threaded loom operations (the page has 512 words), so the branch limit is raised
+/// unless `LOOM_MAX_BRANCHES` says otherwise.
+pub fn builder(preemption_bound: usize) -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = Some(preemption_bound);
+    }
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = 50_000;
+    }
+    builder
+}
