@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,8 +135,6 @@ pub(crate) struct Inner {
     mapping: Arc<Mapping>,
     registration: Registration,
     fork_epoch: u64,
-    /// Owner word of the claim held by a live [`WriterGuard`] of this process; 0: none.
-    held_claim: AtomicU64,
 }
 
 impl Inner {
@@ -246,7 +244,6 @@ impl ShmLock {
             mapping: opened.mapping,
             registration,
             fork_epoch: sys::fork_epoch(),
-            held_claim: AtomicU64::new(0),
         });
         let mut registry = sys::REGISTRY.lock();
         registry.retain(|(_, weak)| weak.strong_count() > 0);
@@ -327,10 +324,6 @@ impl ShmLock {
         inner.check_fork()?;
         let page = inner.mapping.page();
         let plat = inner.mapping.platform();
-        let held = inner.held_claim.load(Ordering::Acquire);
-        if held != 0 && writer::is_current(page, &plat, held) {
-            return Err(Error::AlreadyWriter);
-        }
         let lease_ns = self
             .lease
             .map(|l| l.as_nanos().min(u64::MAX as u128) as u64);
@@ -345,7 +338,6 @@ impl ShmLock {
         };
         match result {
             Ok(claim) => {
-                inner.held_claim.store(claim.word, Ordering::Release);
                 if let Some(t) = claim.takeover {
                     log::warn!(
                         "{}: took over the writer role at generation {}: {}",
@@ -363,7 +355,7 @@ impl ShmLock {
             Err(ClaimError::Busy {
                 pid, generation, ..
             }) => Err(Error::WriterBusy { pid, generation }),
-            // A guard of ours was leaked (mem::forget) or is being dropped right now.
+            // The owner word names this process: one of its guards holds the role.
             Err(ClaimError::AlreadyOurs { .. }) => Err(Error::AlreadyWriter),
             Err(ClaimError::GenerationExhausted) => Err(Error::corrupt(
                 &inner.mapping.path,
@@ -535,26 +527,22 @@ impl WriterGuard {
     pub fn release(mut self) -> Result<()> {
         self.inner.check_fork()?;
         self.released = true;
-        self.do_release()
-    }
-
-    fn do_release(&self) -> Result<()> {
-        let inner = &self.inner;
-        let _ = inner.held_claim.compare_exchange(
-            self.claim.word,
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        if writer::release(
-            inner.mapping.page(),
-            &inner.mapping.platform(),
-            self.claim.word,
-        ) {
+        if self.do_release() {
             Ok(())
         } else {
             Err(self.deposed())
         }
+    }
+
+    /// Release if still current; `false` when deposed.
+    #[inline]
+    fn do_release(&self) -> bool {
+        let inner = &self.inner;
+        writer::release(
+            inner.mapping.page(),
+            &inner.mapping.platform(),
+            self.claim.word,
+        )
     }
 
     fn deposed(&self) -> Error {
@@ -567,7 +555,7 @@ impl WriterGuard {
 impl Drop for WriterGuard {
     fn drop(&mut self) {
         if !self.released && self.inner.check_fork().is_ok() {
-            let _ = self.do_release();
+            self.do_release();
         }
     }
 }

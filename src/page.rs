@@ -36,6 +36,9 @@ pub const LAYOUT: u64 = (PAGE_SIZE as u64)
 pub const MAX_GENERATION: u64 = (1 << 56) - 1;
 /// Most readers one member may have attached at once.
 pub const MAX_READERS_PER_MEMBER: u64 = 1 << 48;
+/// A member's heartbeat word from its claim of the writer role until its first heartbeat
+/// (a real stamp is never 0: `CLOCK_BOOTTIME` starts at boot, and stamps are at least 1).
+pub const HEARTBEAT_UNSTAMPED: u64 = 0;
 /// Offset of the dead-man-switch lock byte, just past the page.
 pub const DEAD_MAN_SWITCH_BYTE: u64 = PAGE_SIZE as u64;
 /// Offset of member 0's lock byte; member `i` locks `MEMBER_LOCK_BASE + i`.
@@ -74,8 +77,6 @@ pub struct WriterLine<W> {
     pub owner: W,
     /// Claims that deposed a dead or lease-expired owner.
     pub takeovers: W,
-    /// `CLOCK_BOOTTIME` nanoseconds of the latest successful claim (display only).
-    pub claimed_at: W,
     /// Bumped by every release and by death watchers; waiters sleep on its low 32 bits.
     pub wake_seq: W,
     /// Number of claimants currently asleep on `wake_seq` (a release skips the wake
@@ -84,7 +85,7 @@ pub struct WriterLine<W> {
     /// Incarnation counter: each registration takes the next value for its token.
     pub next_incarnation: W,
     /// Reserved, zero.
-    pub reserved: [W; 2],
+    pub reserved: [W; 3],
 }
 
 /// One member entry: one process that has the file open.
@@ -94,8 +95,9 @@ pub struct Member<W> {
     pub identity: W,
     /// Readers attached by this member (only this member's process writes it while alive).
     pub readers: W,
-    /// `CLOCK_BOOTTIME` nanoseconds of this member's latest heartbeat (or claim, or
-    /// registration). Only this member's process writes it.
+    /// `CLOCK_BOOTTIME` nanoseconds of this member's latest heartbeat or registration;
+    /// [`HEARTBEAT_UNSTAMPED`] from its claim until its first heartbeat. Only this member's
+    /// process writes it.
     pub heartbeat: W,
     /// `registered << 32 | process_start`, both in whole seconds of `CLOCK_BOOTTIME`
     /// (display only).
@@ -276,11 +278,10 @@ impl<W: Word> Page<W> {
             writer: WriterLine {
                 owner: W::new(0),
                 takeovers: W::new(0),
-                claimed_at: W::new(0),
                 wake_seq: W::new(0),
                 waiters: W::new(0),
                 next_incarnation: W::new(0),
-                reserved: [W::new(0), W::new(0)],
+                reserved: [W::new(0), W::new(0), W::new(0)],
             },
             members: std::array::from_fn(|_| Member {
                 identity: W::new(0),
@@ -346,7 +347,7 @@ impl<W: Word> Page<W> {
             owner_word(generation_seed.min(MAX_GENERATION), None),
             Relaxed,
         );
-        for word in [&w.takeovers, &w.claimed_at, &w.wake_seq, &w.waiters] {
+        for word in [&w.takeovers, &w.wake_seq, &w.waiters] {
             word.store(0, Relaxed);
         }
         w.next_incarnation.store(1, Relaxed);

@@ -62,10 +62,9 @@ pub struct OwnerInfo {
     pub alive: bool,
     /// Its generation (fencing token).
     pub generation: u64,
-    /// Time since its latest heartbeat (or claim).
-    pub heartbeat_age: Duration,
-    /// Time since the claim.
-    pub held_for: Duration,
+    /// Time since its latest heartbeat; `None` when it has not heartbeaten since its claim
+    /// (a lease claimant then times it from when it first saw it own).
+    pub heartbeat_age: Option<Duration>,
 }
 
 /// One registered process.
@@ -88,8 +87,9 @@ pub struct MemberInfo {
     pub registered_age: Duration,
     /// Time since its process started (whole seconds).
     pub process_age: Duration,
-    /// Time since its latest heartbeat, claim or registration.
-    pub heartbeat_age: Duration,
+    /// Time since its latest heartbeat or registration; `None` when it claimed the writer
+    /// role and has not heartbeaten since.
+    pub heartbeat_age: Option<Duration>,
 }
 
 /// What [`crate::ShmLock::reap`] cleared.

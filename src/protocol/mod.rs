@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::page::{
     identity_pid, identity_token, owner_generation, owner_slot, owner_word, OwnerSlot, Page,
-    FORMAT_VERSION, MAX_READERS_PER_MEMBER, MEMBER_CAPACITY, ORIGIN_HEALED,
+    FORMAT_VERSION, HEARTBEAT_UNSTAMPED, MAX_READERS_PER_MEMBER, MEMBER_CAPACITY, ORIGIN_HEALED,
 };
 use crate::platform::{Platform, Word};
 use crate::snapshot::{MemberInfo, OwnerInfo, PageOrigin, Snapshot};
@@ -80,7 +80,10 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
                 readers: m.readers.load(Acquire).min(MAX_READERS_PER_MEMBER),
                 registered_age: secs_age(times >> 32),
                 process_age: secs_age(times & 0xffff_ffff),
-                heartbeat_age: age(m.heartbeat.load(Acquire)),
+                heartbeat_age: match m.heartbeat.load(Acquire) {
+                    HEARTBEAT_UNSTAMPED => None,
+                    stamp => Some(age(stamp)),
+                },
             })
         })
         .collect();
@@ -92,8 +95,7 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
             pid: 0,
             alive: false,
             generation: owner_generation(word),
-            heartbeat_age: Duration::ZERO,
-            held_for: Duration::ZERO,
+            heartbeat_age: None,
         }),
         OwnerSlot::Member(index) => {
             let m = members.iter().find(|m| m.index == index);
@@ -102,8 +104,7 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
                 pid: m.map_or(0, |m| m.pid),
                 alive: m.is_some_and(|m| m.alive),
                 generation: owner_generation(word),
-                heartbeat_age: m.map_or(Duration::ZERO, |m| m.heartbeat_age),
-                held_for: age(page.writer.claimed_at.load(Relaxed)),
+                heartbeat_age: m.and_then(|m| m.heartbeat_age),
             })
         }
     };
@@ -240,6 +241,13 @@ mod tests {
         plat.mine.borrow_mut().remove(&a.index);
         plat.held_by_others.borrow_mut().insert(a.index);
         let (b, _) = members::register(&page, &plat, who(11)).unwrap();
+        // Not heartbeaten since its claim: a single attempt never judges it expired.
+        plat.clock.set(plat.clock.get() + 1_000);
+        assert!(matches!(
+            writer::try_claim(&page, &plat, b.index, Some(50)),
+            Err(writer::ClaimError::Busy { pid: 10, .. })
+        ));
+        assert!(writer::heartbeat(&page, &plat, a.index, claim.word));
         assert!(matches!(
             writer::try_claim(&page, &plat, b.index, Some(50)),
             Err(writer::ClaimError::Busy { pid: 10, .. })

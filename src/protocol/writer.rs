@@ -26,11 +26,14 @@
 //! (which no successor reads as its own), then reports `Deposed`. Nothing it does can
 //! change its successor's owner word, generation or heartbeat (invariant 4).
 //!
-//! **Waiting** claimants sleep on `wake_seq` (a futex in production). A release bumps
-//! `wake_seq` after clearing the owner word and wakes sleepers if `waiters` is non-zero;
-//! a waiter reads `wake_seq` before it looks at the owner word and increments `waiters`
-//! (all SeqCst), so a release between its look and its sleep changes `wake_seq` and the
-//! sleep returns at once. Death cannot wake anyone, so the platform's death watcher
+//! **Waiting** claimants sleep on `wake_seq` (a futex in production). A waiter counts
+//! itself in `waiters` *before* it first looks at the owner word, and reads `wake_seq`
+//! before each look; a release clears the owner word, then reads `waiters`, and only if it
+//! is non-zero bumps `wake_seq` and wakes sleepers (all SeqCst). If a waiter's look saw the
+//! owner, its increment precedes the release's CAS and so the release's read of `waiters`:
+//! the release bumps `wake_seq` — before the waiter's sleep checks it (the sleep returns at
+//! once) or after (the wake-up reaches it). An uncontended release thus costs one CAS and
+//! one load. Death cannot wake anyone, so the platform's death watcher
 //! ([`Platform::watch_member`]) bumps `wake_seq` when the owner's lock is dropped, and the
 //! wait is bounded in any case so that nothing waits forever on a dead process (invariant 7).
 
@@ -38,7 +41,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::Duration;
 
 use crate::page::{
-    identity_pid, owner_generation, owner_slot, owner_word, OwnerSlot, Page, MAX_GENERATION,
+    identity_pid, owner_generation, owner_slot, owner_word, OwnerSlot, Page, HEARTBEAT_UNSTAMPED,
+    MAX_GENERATION,
 };
 use crate::platform::{Mutant, Platform, Word};
 use crate::protocol::members::{clear_held_entry, Reaped};
@@ -111,13 +115,48 @@ pub fn load_owner<W: Word>(page: &Page<W>) -> u64 {
     page.writer.owner.load(SeqCst)
 }
 
+/// A live owner a waiting claimant has been watching: the owner word it saw, and since
+/// when (in [`Platform::now`] nanoseconds). Lets a lease expire for an owner that has not
+/// heartbeaten since its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watched {
+    /// The owner word observed.
+    pub word: u64,
+    /// When it was first observed.
+    pub since: u64,
+}
+
 /// One attempt to claim the writer role for member `me`, taking over a dead owner, an
-/// owner with an invalid slot, or (with `lease_ns`) an owner whose heartbeat is older.
+/// owner with an invalid slot, or (with `lease_ns`) an owner whose heartbeat is older than
+/// the lease. An owner that has not heartbeaten since its claim is not judged by a single
+/// attempt (only by [`claim_until`], which watches it for the lease).
 pub fn try_claim<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
     lease_ns: Option<u64>,
+) -> Result<Claim, ClaimError> {
+    try_claim_watching(page, plat, me, lease_ns, None)
+}
+
+/// When the lease of the owner whose word is `word` and whose heartbeat is `heartbeat`
+/// started: its heartbeat, or — not heartbeaten since its claim — when `watched` first saw
+/// it own.
+fn lease_start(heartbeat: u64, word: u64, watched: Option<Watched>) -> Option<u64> {
+    if heartbeat != HEARTBEAT_UNSTAMPED {
+        Some(heartbeat)
+    } else {
+        watched.filter(|w| w.word == word).map(|w| w.since)
+    }
+}
+
+#[inline]
+fn try_claim_watching<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+    lease_ns: Option<u64>,
+    watched: Option<Watched>,
 ) -> Result<Claim, ClaimError> {
     let mut displaced = None;
     loop {
@@ -155,7 +194,8 @@ pub fn try_claim<P: Platform>(
                     });
                 }
                 let expired = lease_ns.and_then(|lease| {
-                    let age = plat.now().saturating_sub(owner.heartbeat.load(Acquire));
+                    let start = lease_start(owner.heartbeat.load(Acquire), word, watched)?;
+                    let age = plat.now().saturating_sub(start);
                     (age > lease).then_some(age)
                 });
                 match expired {
@@ -182,10 +222,12 @@ pub fn try_claim<P: Platform>(
         if next > MAX_GENERATION {
             return Err(ClaimError::GenerationExhausted);
         }
-        // Our heartbeat must be fresh the moment we own, or a lease claimant could take
-        // over at once. Our own entry: no other live process writes it.
-        let now = plat.now();
-        page.members[me].heartbeat.store(now, Release);
+        // An old heartbeat of ours must not make us look expired the moment we own: mark
+        // it "not since this claim" (our own entry; no other live process writes it).
+        // Reading the clock here would cost more than the rest of the claim.
+        page.members[me]
+            .heartbeat
+            .store(HEARTBEAT_UNSTAMPED, Release);
         let mine = owner_word(next, Some(me));
         let won = if plat.mutant(Mutant::ClaimWithoutCas) {
             page.writer.owner.store(mine, SeqCst);
@@ -199,7 +241,6 @@ pub fn try_claim<P: Platform>(
         if !won {
             continue;
         }
-        page.writer.claimed_at.store(now, Relaxed);
         if takeover.is_some() {
             page.writer.takeovers.fetch_add(1, Relaxed);
         }
@@ -221,30 +262,41 @@ pub fn claim_until<P: Platform>(
     deadline: u64,
 ) -> Result<Claim, ClaimError> {
     let writer = &page.writer;
-    loop {
+    writer.waiters.fetch_add(1, SeqCst);
+    let mut watched: Option<Watched> = None;
+    let result = loop {
         let seq = writer.wake_seq.load(SeqCst);
-        let busy = match try_claim(page, plat, me, lease_ns) {
+        let busy = match try_claim_watching(page, plat, me, lease_ns, watched) {
             Err(busy @ ClaimError::Busy { .. }) => busy,
-            done => return done,
+            done => break done,
         };
-        let ClaimError::Busy { index, .. } = busy else {
+        let ClaimError::Busy {
+            index, generation, ..
+        } = busy
+        else {
             unreachable!()
         };
         let now = plat.now();
         if now >= deadline {
-            return Err(busy);
+            break Err(busy);
+        }
+        let word = owner_word(generation, Some(index));
+        if watched.is_none_or(|w| w.word != word) {
+            watched = Some(Watched { word, since: now });
         }
         plat.watch_member(index);
         let mut slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
         if let Some(lease) = lease_ns {
             let heartbeat = page.members[index].heartbeat.load(Acquire);
-            let expires = heartbeat.saturating_add(lease).saturating_add(1);
-            slice = slice.min(expires.saturating_sub(now).max(1));
+            if let Some(start) = lease_start(heartbeat, word, watched) {
+                let expires = start.saturating_add(lease).saturating_add(1);
+                slice = slice.min(expires.saturating_sub(now).max(1));
+            }
         }
-        writer.waiters.fetch_add(1, SeqCst);
         plat.wait(&writer.wake_seq, seq, Duration::from_nanos(slice));
-        writer.waiters.fetch_sub(1, SeqCst);
-    }
+    };
+    writer.waiters.fetch_sub(1, SeqCst);
+    result
 }
 
 /// Whether the claim that wrote `word` still owns the writer role.
@@ -257,10 +309,12 @@ pub fn is_current<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> boo
 /// into the caller's own member entry; `false` when the claim has been deposed.
 #[inline]
 pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u64) -> bool {
-    page.members[me].heartbeat.store(plat.now(), Release);
+    let now = plat.now().max(HEARTBEAT_UNSTAMPED + 1);
+    page.members[me].heartbeat.store(now, Release);
     is_current(page, plat, word)
 }
 
+#[inline]
 /// Release the claim that wrote `word`: free the owner word (keeping the generation) only
 /// if it is still exactly `word`, then wake waiting claimants. `false` when deposed.
 pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
@@ -281,9 +335,11 @@ pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
 }
 
 /// Tell waiting claimants to look again (after a release, or when a death is noticed).
+/// A no-op (one load) when nobody waits.
+#[inline]
 pub fn wake_claimants<P: Platform>(page: &Page<P::Word>, plat: &P) {
-    page.writer.wake_seq.fetch_add(1, SeqCst);
     if page.writer.waiters.load(SeqCst) != 0 {
+        page.writer.wake_seq.fetch_add(1, SeqCst);
         plat.wake_all(&page.writer.wake_seq);
     }
 }
