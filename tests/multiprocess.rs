@@ -246,3 +246,31 @@ fn claim_writer_times_out_on_a_live_owner() {
         other => panic!("expected WriterBusy, got {other}"),
     }
 }
+
+#[test]
+fn a_full_member_table_refuses_the_next_process_until_one_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full-shm");
+    let observer = ShmLock::open(&path).unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_shmlock"));
+    let capacity = shmlock::page::MEMBER_CAPACITY;
+    let mut agents: Vec<Agent> = (1..capacity)
+        .map(|_| Agent::spawn(exe, &path).unwrap())
+        .collect();
+    for agent in &mut agents {
+        agent.send("open");
+    }
+    for agent in &mut agents {
+        let answer = agent.answer();
+        assert!(answer.starts_with("ok Joined"), "{answer}");
+    }
+    assert_eq!(observer.snapshot().live_members().count(), capacity);
+    let mut late = Agent::spawn(exe, &path).unwrap();
+    let refused = late.ask("open");
+    assert!(refused.starts_with("err too_many_processes"), "{refused}");
+    assert!(refused.contains(&capacity.to_string()), "{refused}");
+    agents.pop().unwrap().kill();
+    // The dead member's entry is reaped by the next registration and reused.
+    assert!(late.ask("open").starts_with("ok Joined"));
+    assert_eq!(observer.snapshot().live_members().count(), capacity);
+}
