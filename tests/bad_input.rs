@@ -325,3 +325,35 @@ fn one_process_maps_a_file_once() {
     drop(b);
     assert_eq!(shmlock::inspect(&path).unwrap().unwrap().members.len(), 0);
 }
+
+#[test]
+fn a_heal_restarts_the_generation_above_a_plausible_old_one_that_outran_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outran-shm");
+    let mut page = valid_page(dir.path());
+    // A burst of claims took the generation past the clock in µs (far in the future).
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let old = now_us * 4;
+    set_word(&mut page, 8, old << 8);
+    page[4 * 8] ^= 0xff; // tear line 0
+    write(&path, &page);
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(lock.open_state(), OpenState::HealedCorruptHeader);
+    assert!(lock.try_claim_writer().unwrap().generation() > old);
+    // An implausible one (damage) is not trusted: the clock is.
+    let path = dir.path().join("garbage-shm");
+    let mut page = valid_page(dir.path());
+    set_word(&mut page, 8, u64::MAX - 255);
+    page[4 * 8] ^= 0xff;
+    write(&path, &page);
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(lock.open_state(), OpenState::HealedCorruptHeader);
+    let generation = lock.try_claim_writer().unwrap().generation();
+    assert!(
+        generation > now_us && generation < now_us * 2,
+        "{generation}"
+    );
+}

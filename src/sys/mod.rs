@@ -20,8 +20,8 @@ use nix::libc;
 
 use crate::error::{Error, Result};
 use crate::page::{
-    classify_prefix, Invalid, Page, DEAD_MAN_SWITCH_BYTE, FORMAT_VERSION, MEMBER_CAPACITY,
-    MEMBER_LOCK_BASE, ORIGIN_CREATED, ORIGIN_HEALED, PAGE_SIZE,
+    classify_prefix, owner_generation, Invalid, Page, DEAD_MAN_SWITCH_BYTE, FORMAT_VERSION,
+    MAX_GENERATION, MEMBER_CAPACITY, MEMBER_LOCK_BASE, ORIGIN_CREATED, ORIGIN_HEALED, PAGE_SIZE,
 };
 use crate::platform::Platform;
 use crate::protocol::{self, writer, Recovery};
@@ -437,20 +437,28 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
     let mapping = map(path, file)?;
     let plat = mapping.platform();
     let page = mapping.page();
-    let seed = os::unix_ns() / 1000;
+    let clock_seed = os::unix_ns() / 1000;
+    // A heal restarts the generation from the clock, and above whatever the damaged
+    // page's owner word still holds if that is plausible (a burst of claims can outrun
+    // the clock); an implausible one (past half the range) is ignored as damage.
+    let heal_seed = match owner_generation(page.writer.owner.load(Ordering::Acquire)) {
+        old if old < MAX_GENERATION / 2 => clock_seed.max(old + 1),
+        _ => clock_seed,
+    };
+    let seed = clock_seed;
     let settled = match plan {
         AlonePlan::Initialise => {
             page.initialise(&plat, os::unix_ns(), seed, ORIGIN_CREATED);
             Settled::Created
         }
         AlonePlan::Heal(reason) => {
-            page.initialise(&plat, os::unix_ns(), seed, ORIGIN_HEALED);
+            page.initialise(&plat, os::unix_ns(), heal_seed, ORIGIN_HEALED);
             Settled::Healed(reason)
         }
         AlonePlan::Recover => match page.validate() {
             Ok(()) => Settled::Recovered(protocol::recover_alone(page, &plat)),
             Err(Invalid::Damaged(what)) => {
-                page.initialise(&plat, os::unix_ns(), seed, ORIGIN_HEALED);
+                page.initialise(&plat, os::unix_ns(), heal_seed, ORIGIN_HEALED);
                 Settled::Healed(format!("line 0 was damaged: {what}"))
             }
             Err(why) => return Err(invalid_to_error(path, len, why, false)),
