@@ -2,40 +2,81 @@
 //!
 //! A writer process claims and heartbeats, three reader processes attach, a claimant waits;
 //! the writer is SIGKILLed and the claimant takes over with generation + 1; a reader is
-//! SIGKILLed and vanishes from the count; the state is printed at each step.
+//! SIGKILLed and vanishes from the count, then is reaped; the state is printed at each step.
+//! Every step waits for the agents' answers (or a condition on the page), never a guess.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent::boottime_ns;
 use crate::driver::Agent;
-use crate::render;
+use crate::render::{self, Paint};
+use crate::{Failure, Target};
 
-fn show(step: &str, shm: &Path) -> Result<shmlock::Snapshot, String> {
-    let snap = shmlock::inspect(shm)
-        .map_err(|e| e.to_string())?
-        .ok_or("the lock file vanished")?;
-    println!("\n== {step}");
-    print!("{}", render::snapshot(&snap));
-    Ok(snap)
+/// The narrator: numbered steps stamped with the time since the demo started.
+struct Story {
+    started: Instant,
+    step: u32,
+    paint: Paint,
+    target: Target,
 }
 
-fn spawn(exe: &Path, shm: &Path, role: &str) -> Result<Agent, String> {
-    let mut agent = Agent::spawn(exe, shm).map_err(|e| format!("cannot start a {role}: {e}"))?;
-    let open = agent.ok("open");
-    println!(
-        "   started {role:<9} pid {:<7} open: {:<18} member {}",
-        agent.pid, open[0], open[1]
-    );
-    Ok(agent)
+impl Story {
+    fn step(&mut self, text: &str) {
+        self.step += 1;
+        let at = format!("{:>8}", render::age(self.started.elapsed()));
+        println!(
+            "\n{} {}",
+            self.paint.dim(&format!("[{at}]")),
+            self.paint.bold(&format!("{}. {text}", self.step))
+        );
+    }
+
+    fn say(&self, text: &str) {
+        println!("           {text}");
+    }
+
+    fn show(&self, title: &str) -> Result<shmlock::Snapshot, String> {
+        let snap = shmlock::inspect(&self.target.lock)
+            .map_err(|e| e.to_string())?
+            .ok_or("the lock file vanished")?;
+        println!(
+            "\n           {}",
+            self.paint.dim(&format!("-- shmlock inspect: {title}"))
+        );
+        for line in render::view(&self.target, &snap, &self.paint, &Default::default()) {
+            println!("           {line}");
+        }
+        let _ = std::io::stdout().flush();
+        Ok(snap)
+    }
+
+    fn spawn(&self, exe: &Path, role: &str) -> Result<Agent, String> {
+        let mut agent = Agent::spawn(exe, &self.target.lock)
+            .map_err(|e| format!("cannot start a {role} process: {e}"))?;
+        let open = agent.ok("open");
+        self.say(&format!(
+            "{role:<8} pid {:<7} opened the lock file: {} (member {})",
+            agent.pid, open[0], open[1]
+        ));
+        Ok(agent)
+    }
+}
+
+/// What an agent answered after `err <kind> `: the library's own sentence.
+fn sentence(answer: &str) -> &str {
+    answer.splitn(3, ' ').nth(2).unwrap_or(answer)
 }
 
 /// Run the demonstration in `dir` (or a fresh temporary directory, removed afterwards).
-pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
+pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     let temp;
+    let keep = dir.is_some();
     let dir = match dir {
         Some(d) => {
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
             d
         }
         None => {
@@ -46,82 +87,129 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
             temp.path().to_path_buf()
         }
     };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let data = dir.join("app.db");
-    std::fs::write(&data, b"pretend database\n").map_err(|e| e.to_string())?;
+    std::fs::write(&data, b"pretend database\n")
+        .map_err(|e| format!("{}: cannot write it: {e}", data.display()))?;
     let shm = shmlock::shm_path_for(&data);
-    let _ = std::fs::remove_file(&shm);
-    println!("shmlock demo: {} processes around {}", 5, shm.display());
+    match std::fs::remove_file(&shm) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!("{}: cannot remove the old lock file: {e}", shm.display()).into())
+        }
+    }
+    let mut story = Story {
+        started: Instant::now(),
+        step: 0,
+        paint: Paint::stdout(),
+        target: Target {
+            given: data.clone(),
+            lock: shm.clone(),
+            data: Some(data.clone()),
+        },
+    };
+    println!(
+        "{}",
+        story.paint.bold(&format!(
+            "shmlock demo: six processes share {}",
+            shm.display()
+        ))
+    );
+    println!(
+        "(each process below is a separate `shmlock agent` child; times are since the demo began)"
+    );
 
-    println!("\n-- a writer process claims the writer role and heartbeats every 10 ms");
-    let mut writer = spawn(&exe, &shm, "writer")?;
+    story.step(
+        "A writer process opens the lock file, claims the writer role and heartbeats every 10 ms",
+    );
+    let mut writer = story.spawn(&exe, "writer")?;
     let generation: u64 = writer.ok("try_claim")[0]
         .parse()
-        .map_err(|_| "bad answer")?;
+        .map_err(|_| "the writer gave a bad answer".to_string())?;
     writer.ok("heartbeat_loop 10");
-    println!("   writer {} owns generation {generation}", writer.pid);
+    story.say(&format!(
+        "writer   pid {:<7} owns generation {generation} (its fencing token)",
+        writer.pid
+    ));
 
-    println!("\n-- three reader processes attach");
+    story.step("Three reader processes open the same file and attach a reader each");
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut r = spawn(&exe, &shm, "reader")?;
+        let mut r = story.spawn(&exe, "reader")?;
         r.ok("attach");
         readers.push(r);
     }
-    show("writer + 3 readers", &shm)?;
+    story.show("one writer, three readers")?;
 
-    println!("\n-- a claimant asks for the writer role and waits (up to 10 s)");
-    let mut claimant = spawn(&exe, &shm, "claimant")?;
+    story.step("A claimant wants the writer role: try_claim fails, so it waits (up to 10 s)");
+    let mut claimant = story.spawn(&exe, "claimant")?;
     let busy = claimant.ask("try_claim");
-    println!("   try_claim_writer -> {busy}");
+    story.say(&format!("try_claim_writer(): {}", sentence(&busy)));
     claimant.send("claim 10000");
     // Wait until the claimant is asleep in claim_writer (a condition, bounded).
-    let start = Instant::now();
+    let waiting_since = Instant::now();
     while shmlock::inspect(&shm)
         .ok()
         .flatten()
         .is_none_or(|s| s.waiting_claimants == 0)
     {
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err("the claimant never started waiting".into());
+        if waiting_since.elapsed() > Duration::from_secs(10) {
+            return Err("the claimant never started waiting".to_string().into());
         }
         std::thread::yield_now();
     }
+    story.say("claim_writer(10 s): asleep in the kernel, waiting for the writer to go");
 
-    println!("\n-- SIGKILL the writer (pid {})", writer.pid);
+    story.step(&format!(
+        "CRASH: SIGKILL the writer (pid {}) in the middle of its work",
+        writer.pid
+    ));
     let killed_at = boottime_ns();
     writer.kill();
     let answer = claimant.answer();
     let words: Vec<&str> = answer.split_whitespace().collect();
-    if words.first() != Some(&"ok") {
-        return Err(format!("the claimant failed: {answer}"));
+    if words.first() != Some(&"ok") || words.len() < 3 {
+        return Err(format!("the claimant failed: {}", sentence(&answer)).into());
     }
-    let new_generation: u64 = words[1].parse().map_err(|_| "bad answer")?;
-    let claimed_at: u64 = words[2].parse().map_err(|_| "bad answer")?;
-    println!(
-        "   claimant {} took over: generation {generation} -> {new_generation}, {:.0} µs after the SIGKILL",
+    let new_generation: u64 = words[1]
+        .parse()
+        .map_err(|_| "the claimant gave a bad answer".to_string())?;
+    let claimed_at: u64 = words[2]
+        .parse()
+        .map_err(|_| "the claimant gave a bad answer".to_string())?;
+    story.say(&story.paint.yellow(&format!(
+        "the kernel dropped the dead writer's lock; claimant pid {} took over {} after the SIGKILL",
         claimant.pid,
-        claimed_at.saturating_sub(killed_at) as f64 / 1000.0
-    );
+        render::age(Duration::from_nanos(claimed_at.saturating_sub(killed_at)))
+    )));
+    story.say(&format!(
+        "generation {generation} -> {new_generation}: writes stamped {generation} are now fenced"
+    ));
     claimant.ok("heartbeat");
-    show("after the takeover", &shm)?;
+    story.show("after the takeover")?;
 
     let victim = readers.remove(1);
-    println!("\n-- SIGKILL a reader (pid {})", victim.pid);
+    story.step(&format!(
+        "CRASH: SIGKILL a reader (pid {}) while it is attached",
+        victim.pid
+    ));
     victim.kill();
-    let snap = show("the dead reader no longer counts", &shm)?;
-    println!(
-        "   reader count {} (live members only); its entry waits to be reaped",
+    let snap = story.show("the dead reader no longer counts")?;
+    story.say(&format!(
+        "reader count {}: only live members count; the dead entry waits to be reaped",
         snap.reader_count
-    );
-    let reaped = claimant.ok("reap");
-    println!(
-        "\n-- the claimant reaps: {} member(s), {} reader(s) cleared",
-        reaped[0], reaped[1]
-    );
-    show("after reap", &shm)?;
+    ));
 
-    println!("\n-- everyone leaves cleanly");
+    story.step("The new writer reaps the dead member (as `shmlock reap` would)");
+    let reaped = claimant.ok("reap");
+    story.say(&format!(
+        "reap(): {} dead member(s) cleared, {} reader(s) with them",
+        reaped[0], reaped[1]
+    ));
+    story.show("after reap")?;
+
+    story.step("The writer releases the role, the readers detach, and the processes exit");
     claimant.ok("release");
     for mut r in readers {
         r.ok("detach");
@@ -130,13 +218,20 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
     claimant.send("exit");
     drop(claimant);
     match shmlock::inspect(&shm).map_err(|e| e.to_string())? {
-        Some(s) => println!(
-            "   final: writer {}, {} member(s), generation {} kept for the next claim",
+        Some(s) => story.say(&format!(
+            "writer {}, {} live member(s); generation {} is kept for the next claim",
             if s.owner.is_some() { "held" } else { "free" },
             s.live_members().count(),
             s.generation
-        ),
-        None => println!("   final: no lock file"),
+        )),
+        None => story.say("no lock file left"),
+    }
+    if keep {
+        println!(
+            "\nThe files are kept in {}: try `shmlock inspect {}`.",
+            dir.display(),
+            data.display()
+        );
     }
     Ok(())
 }
