@@ -1,1 +1,312 @@
-fn main() {}
+//! Micro-benchmarks of shmlock's operations, each group with its anchors side by side:
+//!
+//! * `floor`: the raw atomics on a mapped page that the operation cannot beat;
+//! * `seed_pwrite`: the seed design, one `pwrite` of a 64-byte header per operation;
+//! * `flock_rmw`: `flock(LOCK_EX)` + `pread` + `pwrite` + `flock(LOCK_UN)` per operation;
+//! * `robust_mutex`: a robust process-shared pthread mutex in a mapped page guarding a
+//!   counter (lock, update, unlock per operation);
+//! * `lmdb_*`: LMDB's reader slot (`mdb_txn_begin(MDB_RDONLY)` + `mdb_txn_abort`, with
+//!   `MDB_NOTLS`), its writer mutex, its reader-table sweep, its environment open.
+//!
+//! An attach+detach or a claim+release is two operations for every anchor.
+//!
+//! `open_existing` is measured three ways: in this process with nobody else having the file
+//! open (the "alone" path: exclusive dead-man switch, recovery check, downgrade); in this
+//! process while a child holds it (the "joined" path); and in a fresh process, cold: the
+//! bench re-executes itself, the child times its first `ShmLock::open` with a monotonic
+//! clock and reports it, and criterion sums the children's times (`iter_custom`) — so the
+//! process start is not counted, the child's first-touch page faults and the library's
+//! one-time set-up are.
+//!
+//! Run: `cargo bench --bench ops` (criterion's flags apply, e.g. `-- --measurement-time 2`).
+
+mod common;
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use common::{FlockCounter, Lmdb, MappedPage, RobustMutex, RoleChild, SeedHeader};
+use criterion::{BenchmarkGroup, Criterion};
+use shmlock::ShmLock;
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The per-group anchors, each in its own file under one scratch directory.
+struct Anchors {
+    page: MappedPage,
+    seed: SeedHeader,
+    flock: FlockCounter,
+    mutex: RobustMutex,
+}
+
+impl Anchors {
+    fn new(dir: &Path) -> Anchors {
+        Anchors {
+            page: MappedPage::open(&dir.join("floor.page")),
+            seed: SeedHeader::open(&dir.join("seed.hdr")),
+            flock: FlockCounter::open(&dir.join("flock.ctr")),
+            mutex: RobustMutex::open(&dir.join("mutex.page"), true),
+        }
+    }
+}
+
+fn attach_detach(c: &mut Criterion, dir: &Path) {
+    let lock = ShmLock::open(dir.join("attach-shm")).expect("open");
+    let mut a = Anchors::new(dir);
+    let lmdb = Lmdb::open(&dir.join("lmdb-attach"));
+    let mut g = c.benchmark_group("attach_detach");
+    g.bench_function("shmlock", |b| {
+        b.iter(|| drop(black_box(lock.attach_reader().expect("attach"))))
+    });
+    // The reader count of the design: one word on a line of our own.
+    let word = a.page.word(64 * 3);
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            black_box(word.fetch_add(1, AcqRel));
+            black_box(word.fetch_sub(1, Release));
+        })
+    });
+    bench_anchor_pairs(&mut g, &mut a);
+    g.bench_function("lmdb_reader_slot", |b| b.iter(|| lmdb.reader_slot()));
+    g.finish();
+}
+
+/// The two-operation anchors (seed, flock, robust mutex) for a paired operation.
+fn bench_anchor_pairs(g: &mut Group<'_>, a: &mut Anchors) {
+    g.bench_function("seed_pwrite", |b| {
+        b.iter(|| {
+            a.seed.write(2, 1);
+            a.seed.write(2, u64::MAX);
+        })
+    });
+    g.bench_function("flock_rmw", |b| {
+        b.iter(|| {
+            a.flock.update(1);
+            a.flock.update(-1);
+        })
+    });
+    g.bench_function("robust_mutex", |b| {
+        b.iter(|| {
+            a.mutex.update(1);
+            a.mutex.update(-1);
+        })
+    });
+}
+
+fn heartbeat(c: &mut Criterion, dir: &Path) {
+    let lock = ShmLock::open(dir.join("heartbeat-shm")).expect("open");
+    let writer = lock.try_claim_writer().expect("claim");
+    let mut a = Anchors::new(dir);
+    let mut g = c.benchmark_group("heartbeat");
+    g.bench_function("shmlock", |b| {
+        b.iter(|| writer.heartbeat().expect("heartbeat"))
+    });
+    // What a heartbeat must do at least: read the clock, stamp it, check the owner word.
+    let stamp = a.page.word(64 * 4);
+    let owner = a.page.word(64 * 2);
+    owner.store(7, Relaxed);
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            stamp.store(black_box(11), Release);
+            black_box(owner.load(Acquire) == 7)
+        })
+    });
+    g.bench_function("floor_with_clock", |b| {
+        b.iter(|| {
+            stamp.store(common::boottime_ns(), Release);
+            black_box(owner.load(Acquire) == 7)
+        })
+    });
+    g.bench_function("seed_pwrite", |b| b.iter(|| a.seed.write(3, 1)));
+    g.bench_function("flock_rmw", |b| b.iter(|| a.flock.update(1)));
+    g.bench_function("robust_mutex", |b| b.iter(|| a.mutex.update(1)));
+    g.finish();
+    drop(writer);
+}
+
+fn claim_release(c: &mut Criterion, dir: &Path) {
+    let lock = ShmLock::open(dir.join("claim-shm")).expect("open");
+    let mut a = Anchors::new(dir);
+    let lmdb = Lmdb::open(&dir.join("lmdb-claim"));
+    let mut g = c.benchmark_group("claim_release");
+    g.bench_function("shmlock", |b| {
+        b.iter(|| {
+            lock.try_claim_writer()
+                .expect("claim")
+                .release()
+                .expect("release")
+        })
+    });
+    let owner = a.page.word(64 * 2);
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            black_box(owner.compare_exchange(0, black_box(0x105), AcqRel, Relaxed)).ok();
+            owner.store(0, Release);
+        })
+    });
+    bench_anchor_pairs(&mut g, &mut a);
+    // The robust mutex as the writer lock itself.
+    g.bench_function("robust_mutex_trylock", |b| {
+        b.iter(|| {
+            assert!(a.mutex.try_lock());
+            a.mutex.unlock();
+        })
+    });
+    // LMDB's writer claim: its writer mutex plus a write transaction's set-up.
+    g.bench_function("lmdb_write_txn", |b| b.iter(|| drop(lmdb.begin_write())));
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion, dir: &Path) {
+    let lock = ShmLock::open(dir.join("snapshot-shm")).expect("open");
+    let _reader = lock.attach_reader().expect("attach");
+    let mut a = Anchors::new(dir);
+    let lmdb = Lmdb::open(&dir.join("lmdb-snapshot"));
+    let mut g = c.benchmark_group("snapshot");
+    g.bench_function("shmlock", |b| b.iter(|| black_box(lock.snapshot())));
+    // Reading every word of a page: the floor of any in-page status read.
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            (0..512)
+                .map(|i| a.page.word(i * 8).load(Acquire))
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    g.bench_function("seed_pread", |b| b.iter(|| black_box(a.seed.read())));
+    g.bench_function("flock_read", |b| b.iter(|| black_box(a.flock.read())));
+    g.bench_function("robust_mutex", |b| {
+        b.iter(|| {
+            a.mutex.lock();
+            black_box(a.mutex.counter().load(Relaxed));
+            a.mutex.unlock();
+        })
+    });
+    g.bench_function("lmdb_reader_check", |b| {
+        b.iter(|| black_box(lmdb.reader_check()))
+    });
+    g.finish();
+    a.seed.write(0, 0);
+}
+
+fn open_existing(c: &mut Criterion, dir: &Path) {
+    let shm = dir.join("open-shm");
+    drop(ShmLock::open(&shm).expect("create"));
+    let floor_path = dir.join("open.page");
+    drop(MappedPage::open(&floor_path));
+    let seed_path = dir.join("open.hdr");
+    SeedHeader::open(&seed_path).write(0, 1);
+    let lmdb_dir = dir.join("lmdb-open");
+    drop(Lmdb::open(&lmdb_dir));
+
+    let mut g = c.benchmark_group("open_existing");
+    g.bench_function("shmlock_alone", |b| {
+        b.iter(|| drop(black_box(ShmLock::open(&shm).expect("open"))))
+    });
+    {
+        let holder = hold(&shm);
+        g.bench_function("shmlock_joined", |b| {
+            b.iter(|| drop(black_box(ShmLock::open(&shm).expect("open"))))
+        });
+        g.bench_function("shmlock_fresh_process_joined", |b| {
+            b.iter_custom(|iters| fresh_process_opens("shmlock", &shm, iters))
+        });
+        holder.finish(Duration::from_secs(5));
+    }
+    g.bench_function("shmlock_fresh_process_alone", |b| {
+        b.iter_custom(|iters| fresh_process_opens("shmlock", &shm, iters))
+    });
+    g.bench_function("floor_open_mmap", |b| {
+        b.iter(|| drop(black_box(MappedPage::open(&floor_path))))
+    });
+    g.bench_function("floor_open_mmap_fresh_process", |b| {
+        b.iter_custom(|iters| fresh_process_opens("floor", &floor_path, iters))
+    });
+    g.bench_function("seed_open_pread", |b| {
+        b.iter(|| black_box(SeedHeader::open(&seed_path).read()))
+    });
+    g.bench_function("lmdb_env_open", |b| {
+        b.iter(|| drop(black_box(Lmdb::open(&lmdb_dir))))
+    });
+    g.bench_function("lmdb_env_open_fresh_process", |b| {
+        b.iter_custom(|iters| fresh_process_opens("lmdb", &lmdb_dir, iters))
+    });
+    g.finish();
+}
+
+/// A child that keeps `shm` open until its stdin closes.
+fn hold(shm: &Path) -> RoleChild {
+    let mut child = RoleChild::spawn("hold", &[shm.to_str().expect("utf-8 path")]);
+    assert_eq!(child.line(), "ready");
+    child
+}
+
+/// Sum over `iters` fresh processes of the time each took for its first open of `what`.
+fn fresh_process_opens(what: &str, path: &Path, iters: u64) -> Duration {
+    let path = path.to_str().expect("utf-8 path");
+    (0..iters)
+        .map(|_| {
+            let mut child = RoleChild::spawn("open-once", &[what, path]);
+            let ns: u64 = child.line().parse().expect("nanoseconds");
+            child.finish(Duration::from_secs(5));
+            Duration::from_nanos(ns)
+        })
+        .sum()
+}
+
+fn child_main(role: &str) {
+    match role {
+        "hold" => {
+            let _lock = ShmLock::open(common::arg_path(1)).expect("open");
+            common::tell_parent("ready");
+            common::wait_for_stdin_eof();
+        }
+        "open-once" => {
+            let what = common::arg(1);
+            let path = common::arg_path(2);
+            let start = Instant::now();
+            let elapsed = match what.as_str() {
+                "shmlock" => {
+                    let lock = ShmLock::open(&path).expect("open");
+                    let t = start.elapsed();
+                    drop(lock);
+                    t
+                }
+                "floor" => {
+                    let page = MappedPage::open(&path);
+                    black_box(page.word(0).load(Acquire));
+                    start.elapsed()
+                }
+                "lmdb" => {
+                    let env = Lmdb::open(&path);
+                    let t = start.elapsed();
+                    drop(env);
+                    t
+                }
+                other => panic!("unknown open-once kind {other}"),
+            };
+            common::tell_parent(&elapsed.as_nanos().to_string());
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn main() {
+    if let Some(role) = common::role() {
+        child_main(&role);
+        return;
+    }
+    let dir = common::scratch_dir("ops");
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+    attach_detach(&mut c, dir.path());
+    heartbeat(&mut c, dir.path());
+    claim_release(&mut c, dir.path());
+    snapshot(&mut c, dir.path());
+    open_existing(&mut c, dir.path());
+    c.final_summary();
+}
