@@ -270,22 +270,24 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
                 format!("none (last generation {})", s.generation)
             )
         )),
-        Some(o) if o.index.is_none() => out.push(format!(
-            "{} {}",
-            key("writer"),
-            lit(
-                hl.writer,
-                paint.red(&format!(
-                    "damaged owner word (generation {}): the next claim takes over",
-                    o.generation
-                ))
-            )
-        )),
-        Some(o) => {
-            let state = if o.alive {
-                paint.green("alive")
+        Some(o) if o.index.is_none() => out.push(format!("{} {}", key("writer"), {
+            let text = format!(
+                "damaged owner word (generation {}): the next claim takes over",
+                o.generation
+            );
+            if hl.writer {
+                paint.changed(&text)
             } else {
-                paint.red("DEAD")
+                paint.red(&text)
+            }
+        })),
+        Some(o) => {
+            // No colour inside a highlight: its reset would end the highlight.
+            let state = match (o.alive, hl.writer) {
+                (true, true) => "alive".to_string(),
+                (false, true) => "DEAD".to_string(),
+                (true, false) => paint.green("alive"),
+                (false, false) => paint.red("DEAD"),
             };
             let head = format!(
                 "pid {} (member {}), {state}, generation {}",

@@ -68,13 +68,10 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
                 let from = before
                     .owner
                     .as_ref()
-                    .map(|b| format!(" from pid {} (generation {})", b.pid, b.generation))
+                    .map(|b| format!(" from pid {}", b.pid))
                     .unwrap_or_default();
                 say(
-                    format!(
-                        "TAKEOVER: {who} took the writer role{from}, now generation {}",
-                        n.generation
-                    ),
+                    format!("TAKEOVER by {who}{from}: generation {}", n.generation),
                     true,
                 );
             } else {
@@ -147,10 +144,23 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
             Some(_) => {}
         }
     }
+    // A takeover of a dead owner reaps its member: that one died, whatever the last sample
+    // saw. Otherwise a member that vanished alive may have closed or died in between.
+    let taken_over = (now.takeovers > before.takeovers)
+        .then(|| before.owner.as_ref().and_then(|o| o.index))
+        .flatten();
     for m in &before.members {
         if !new.contains_key(&key(m)) {
-            if m.alive {
-                say(format!("pid {} left (member {})", m.pid, m.index), false);
+            if taken_over == Some(m.index) {
+                say(
+                    format!(
+                        "writer pid {} (member {}) died and was cleared",
+                        m.pid, m.index
+                    ),
+                    true,
+                );
+            } else if m.alive {
+                say(format!("pid {} is gone (member {})", m.pid, m.index), false);
             } else {
                 say(
                     format!("dead pid {} (member {}) was reaped", m.pid, m.index),
