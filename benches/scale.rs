@@ -186,10 +186,7 @@ fn main() {
     let args = parse_args();
     println!("# shmlock scale: aggregate attach+detach pairs per second (M/s)");
     println!("# machine: {}", common::machine_description());
-    println!(
-        "# {} s per cell, processes {:?}",
-        args.secs, args.procs
-    );
+    println!("# {} s per cell, processes {:?}", args.secs, args.procs);
     let mut header = String::from("| variant |");
     let mut rule = String::from("|---|");
     for n in &args.procs {
