@@ -18,6 +18,18 @@
 //! | `reap` | `ok <members-reaped> <readers-cleared>` |
 //! | `now` | `ok <boottime-ns>` |
 //! | `exit` | (exits 0) |
+//!
+//! Reliability-test commands (tests/torture.rs, tests/reliability.rs, tests/security.rs):
+//!
+//! | command | answer |
+//! |---|---|
+//! | `close` | `ok` (drops the writer, every reader and the handle) |
+//! | `inspect` | `ok none` / `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n>` |
+//! | `race_arm <GATE> <PATH>` | `ok` (a thread waits for a shared lock on GATE's byte 0, then opens PATH) |
+//! | `race_result` | `ok <open-state>` (the armed open's outcome; the handle is kept) |
+//! | `churn <SEED> <WITNESS>` | `ok` (a thread runs random operations, logging to WITNESS; see [`torture`]) |
+//! | `pause` | `ok open=<0/1> readers=<n> writer=<generation or 0> ops=<n>` (churn parked between operations) |
+//! | `resume` | `ok` |
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -56,6 +68,7 @@ struct State {
     writer: Option<Arc<WriterGuard>>,
     heartbeating: Arc<AtomicBool>,
     readers: Vec<ReaderGuard>,
+    reliability: torture::Commands,
 }
 
 impl State {
@@ -173,7 +186,7 @@ impl State {
             }
             "now" => Ok(format!("ok {}", boottime_ns())),
             "exit" => std::process::exit(0),
-            _ => Err(format!("err usage unknown command {cmd:?}")),
+            _ => torture::run(self, cmd, words),
         }
     }
 }
@@ -186,6 +199,7 @@ pub fn run(path: PathBuf) -> i32 {
         writer: None,
         heartbeating: Arc::new(AtomicBool::new(false)),
         readers: Vec::new(),
+        reliability: torture::Commands::default(),
     };
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -200,4 +214,418 @@ pub fn run(path: PathBuf) -> i32 {
         }
     }
     0
+}
+
+/// Commands for the reliability tests: a churning worker for the crash torture, an armed
+/// open for the open race, `close` and `inspect`.
+///
+/// # The churn worker and its witness
+///
+/// `churn SEED WITNESS` starts a thread that runs random operations forever (open,
+/// attach, detach, try_claim, claim with a short timeout, heartbeat, release, reap,
+/// snapshot, close), from a seeded xorshift generator, until the process is killed. It
+/// reports what it sees to the WITNESS file, in fixed 128-byte records appended with one
+/// `write(2)` each (`O_APPEND`, so records never interleave or straddle a page of the
+/// file):
+///
+/// * `OPEN <state> <pid>` after each open;
+/// * `BEGIN <generation> <pid>` after a claim, and `END <generation> <pid>` before its
+///   release — written while holding a POSIX write lock on byte 0 of the WITNESS file, which
+///   the worker takes (non-blocking) right after the claim returns and drops right before it
+///   calls `release`. It holds that lock exactly while it believes it owns the writer role;
+/// * `OVERLAP <generation> <pid> <holder-pid>` when that lock was held by someone else
+///   (another process believed it owned at the same moment), then it waits for the lock;
+/// * `DEPOSED …` when a heartbeat, `is_current` or release says a live, lease-less owner
+///   was deposed; `ERROR <pid> <message>` for any other unexpected outcome.
+///
+/// The witness uses nothing of the library: a kernel lock on another file and a log. It is
+/// a POSIX (`F_SETLK`) lock, not an OFD lock, on purpose: when a process dies the kernel
+/// drops its POSIX locks while it closes the descriptor table (`filp_close`), strictly
+/// before the final `fput` of the lock file that drops the process's OFD member lock. So a
+/// claimant that legitimately took over a dead owner never finds the dead owner's witness
+/// lock still held.
+mod torture {
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::path::PathBuf;
+    use std::str::SplitWhitespace;
+    use std::sync::atomic::Ordering;
+    use std::sync::{mpsc, Arc};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use nix::errno::Errno;
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::libc;
+    use parking_lot::{Condvar, Mutex};
+    use shmlock::{Error, ReaderGuard, ShmLock, WriterGuard};
+
+    use super::{error_kind, State};
+
+    /// Size of one witness record, newline included.
+    pub const RECORD: usize = 128;
+
+    #[derive(Default)]
+    pub struct Commands {
+        race: Option<JoinHandle<Result<ShmLock, String>>>,
+        churn: Option<Arc<Control>>,
+    }
+
+    #[derive(Default)]
+    struct Control {
+        state: Mutex<Pause>,
+        changed: Condvar,
+    }
+
+    #[derive(Default)]
+    struct Pause {
+        wanted: bool,
+        parked: bool,
+        report: String,
+    }
+
+    fn fail(e: Error) -> String {
+        format!("err {} {}", error_kind(&e), e)
+    }
+
+    fn path_arg(w: Option<&str>, cmd: &str) -> Result<PathBuf, String> {
+        w.map(PathBuf::from)
+            .ok_or_else(|| format!("err usage {cmd} needs a path"))
+    }
+
+    pub fn run(state: &mut State, cmd: &str, mut words: SplitWhitespace) -> Result<String, String> {
+        match cmd {
+            "close" => {
+                state.heartbeating.store(false, Ordering::SeqCst);
+                state.writer = None;
+                state.readers.clear();
+                state.lock = None;
+                Ok("ok".into())
+            }
+            "inspect" => Ok(match shmlock::inspect(&state.path).map_err(fail)? {
+                None => "ok none".into(),
+                Some(s) => {
+                    let (owner, alive) = match &s.owner {
+                        Some(o) => (o.pid.to_string(), o.alive),
+                        None => ("-".into(), false),
+                    };
+                    format!(
+                        "ok owner={owner} alive={alive} generation={} readers={} members={}",
+                        s.generation,
+                        s.reader_count,
+                        s.members.len()
+                    )
+                }
+            }),
+            "race_arm" => {
+                let gate = path_arg(words.next(), cmd)?;
+                let path = path_arg(words.next(), cmd)?;
+                let (armed, is_armed) = mpsc::channel();
+                state.reliability.race = Some(std::thread::spawn(move || {
+                    let gate = File::open(&gate).map_err(|e| format!("err io gate: {e}"))?;
+                    let _ = armed.send(());
+                    posix_or_ofd_lock(&gate, libc::F_RDLCK, Wait::OfdBlocking)
+                        .map_err(|e| format!("err io gate lock: {e}"))?;
+                    ShmLock::open(&path).map_err(fail)
+                }));
+                is_armed
+                    .recv_timeout(Duration::from_secs(60))
+                    .map_err(|_| "err io the armed thread did not start".to_string())?;
+                Ok("ok".into())
+            }
+            "race_result" => {
+                let race = state.reliability.race.take().ok_or("err not_armed")?;
+                let lock = race
+                    .join()
+                    .map_err(|_| "err other the armed open panicked".to_string())??;
+                let answer = format!("ok {:?}", lock.open_state());
+                state.lock = Some(lock);
+                Ok(answer)
+            }
+            "churn" => {
+                let seed: u64 = words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or("err usage churn needs a seed")?;
+                let witness = path_arg(words.next(), cmd)?;
+                let witness = OpenOptions::new()
+                    .append(true)
+                    .open(&witness)
+                    .map_err(|e| format!("err io witness: {e}"))?;
+                let control = Arc::new(Control::default());
+                let path = state.path.clone();
+                let theirs = Arc::clone(&control);
+                std::thread::spawn(move || churn(path, seed, witness, theirs));
+                state.reliability.churn = Some(control);
+                Ok("ok".into())
+            }
+            "pause" => {
+                let control = state.reliability.churn.as_ref().ok_or("err not_churning")?;
+                let mut pause = control.state.lock();
+                pause.wanted = true;
+                control.changed.notify_all();
+                while !pause.parked {
+                    control.changed.wait(&mut pause);
+                }
+                Ok(pause.report.clone())
+            }
+            "resume" => {
+                let control = state.reliability.churn.as_ref().ok_or("err not_churning")?;
+                control.state.lock().wanted = false;
+                control.changed.notify_all();
+                Ok("ok".into())
+            }
+            _ => Err(format!("err usage unknown command {cmd:?}")),
+        }
+    }
+
+    enum Wait {
+        PosixTry,
+        PosixBlocking,
+        OfdBlocking,
+    }
+
+    /// Lock (or unlock, with `F_UNLCK`) byte 0 of `file`. `Ok(false)`: held by another.
+    fn posix_or_ofd_lock(file: &File, l_type: libc::c_int, wait: Wait) -> nix::Result<bool> {
+        // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+        let mut f: libc::flock = unsafe { std::mem::zeroed() };
+        f.l_type = l_type as libc::c_short;
+        f.l_whence = libc::SEEK_SET as libc::c_short;
+        f.l_start = 0;
+        f.l_len = 1;
+        loop {
+            let result = match wait {
+                Wait::PosixTry => fcntl(file.as_fd(), FcntlArg::F_SETLK(&f)),
+                Wait::PosixBlocking => fcntl(file.as_fd(), FcntlArg::F_SETLKW(&f)),
+                Wait::OfdBlocking => fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&f)),
+            };
+            return match result {
+                Ok(_) => Ok(true),
+                Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
+                Err(Errno::EINTR) => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// The pid holding a POSIX lock on byte 0 of `file` (0: none, or unknown).
+    fn posix_holder(file: &File) -> i32 {
+        // SAFETY: as in `posix_or_ofd_lock`.
+        let mut f: libc::flock = unsafe { std::mem::zeroed() };
+        f.l_type = libc::F_WRLCK as libc::c_short;
+        f.l_whence = libc::SEEK_SET as libc::c_short;
+        f.l_len = 1;
+        match fcntl(file.as_fd(), FcntlArg::F_GETLK(&mut f)) {
+            Ok(_) if f.l_type != libc::F_UNLCK as libc::c_short => f.l_pid,
+            _ => 0,
+        }
+    }
+
+    struct Worker {
+        path: PathBuf,
+        rng: u64,
+        pid: u32,
+        ops: u64,
+        witness: File,
+        lock: Option<ShmLock>,
+        writer: Option<WriterGuard>,
+        readers: Vec<ReaderGuard>,
+    }
+
+    fn churn(path: PathBuf, seed: u64, witness: File, control: Arc<Control>) {
+        let mut w = Worker {
+            path,
+            rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            pid: std::process::id(),
+            ops: 0,
+            witness,
+            lock: None,
+            writer: None,
+            readers: Vec::new(),
+        };
+        loop {
+            {
+                let mut pause = control.state.lock();
+                if pause.wanted {
+                    pause.report = format!(
+                        "ok open={} readers={} writer={} ops={}",
+                        w.lock.is_some() as u8,
+                        w.readers.len(),
+                        w.writer.as_ref().map_or(0, |g| g.generation()),
+                        w.ops
+                    );
+                    pause.parked = true;
+                    control.changed.notify_all();
+                    while pause.wanted {
+                        control.changed.wait(&mut pause);
+                    }
+                    pause.parked = false;
+                }
+            }
+            w.step();
+            w.ops += 1;
+            // Pace the churn so that several churners share a small machine with the
+            // test that kills them; a kill may land in this pause too.
+            if w.next() % 8 == 0 {
+                std::thread::sleep(Duration::from_micros(w.next() % 200));
+            }
+        }
+    }
+
+    impl Worker {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn record(&mut self, text: &str) {
+            let mut buf = text.as_bytes()[..text.len().min(RECORD - 1)].to_vec();
+            for b in &mut buf {
+                if *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+            buf.resize(RECORD - 1, b' ');
+            buf.push(b'\n');
+            if let Err(e) = self.witness.write_all(&buf) {
+                eprintln!("agent {}: cannot write the witness log: {e}", self.pid);
+                std::process::exit(3);
+            }
+        }
+
+        fn error(&mut self, what: &str, e: impl std::fmt::Display) {
+            let text = format!("ERROR {} {what}: {e}", self.pid);
+            self.record(&text);
+        }
+
+        fn step(&mut self) {
+            let Some(lock) = self.lock.clone() else {
+                match ShmLock::open(&self.path) {
+                    Ok(lock) => {
+                        let text = format!("OPEN {:?} {}", lock.open_state(), self.pid);
+                        self.record(&text);
+                        self.lock = Some(lock);
+                    }
+                    Err(e) => self.error("open", e),
+                }
+                return;
+            };
+            match self.next() % 100 {
+                0..=19 if self.readers.len() < 4 => match lock.attach_reader() {
+                    Ok(g) => self.readers.push(g),
+                    Err(e) => self.error("attach", e),
+                },
+                0..=37 => {
+                    if let Some(g) = self.readers.pop() {
+                        if let Err(e) = g.detach() {
+                            self.error("detach", e);
+                        }
+                    }
+                }
+                38..=57 if self.writer.is_none() => {
+                    let claimed = if self.next() % 2 == 0 {
+                        lock.try_claim_writer()
+                    } else {
+                        lock.claim_writer(Duration::from_micros(self.next() % 3000))
+                    };
+                    match claimed {
+                        Ok(guard) => self.begin(guard),
+                        Err(Error::WriterBusy { .. }) => {}
+                        Err(e) => self.error("claim", e),
+                    }
+                }
+                38..=72 => {
+                    if let Some(g) = &self.writer {
+                        let generation = g.generation();
+                        let beat = g.heartbeat();
+                        let current = g.is_current();
+                        if beat.is_err() || !current {
+                            let text = format!(
+                                "DEPOSED {generation} {} heartbeat={beat:?} current={current}",
+                                self.pid
+                            );
+                            self.record(&text);
+                        }
+                    }
+                }
+                73..=75 => self.end(),
+                76..=87 => {}
+                88..=91 => {
+                    if let Err(e) = lock.reap() {
+                        self.error("reap", e);
+                    }
+                }
+                92..=95 => {
+                    let s = lock.snapshot();
+                    if let Some(g) = &self.writer {
+                        let ok = s
+                            .owner
+                            .as_ref()
+                            .is_some_and(|o| o.alive && o.generation == g.generation());
+                        if !ok {
+                            let text = format!("ERROR {} snapshot owner {:?}", self.pid, s.owner);
+                            self.record(&text);
+                        }
+                    }
+                    if s.reader_count < self.readers.len() as u64 {
+                        let text = format!(
+                            "ERROR {} snapshot reader_count {} < own {}",
+                            self.pid,
+                            s.reader_count,
+                            self.readers.len()
+                        );
+                        self.record(&text);
+                    }
+                }
+                _ => {
+                    self.end();
+                    self.readers.clear();
+                    self.lock = None;
+                }
+            }
+        }
+
+        /// Just claimed: take the witness lock (it must be free), then say so.
+        fn begin(&mut self, guard: WriterGuard) {
+            let generation = guard.generation();
+            match posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixTry) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let holder = posix_holder(&self.witness);
+                    let text = format!("OVERLAP {generation} {} {holder}", self.pid);
+                    self.record(&text);
+                    if let Err(e) =
+                        posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixBlocking)
+                    {
+                        self.error("witness lock", e);
+                    }
+                }
+                Err(e) => self.error("witness lock", e),
+            }
+            let text = format!("BEGIN {generation} {}", self.pid);
+            self.record(&text);
+            self.writer = Some(guard);
+        }
+
+        /// About to release: say so, drop the witness lock, then release.
+        fn end(&mut self) {
+            let Some(guard) = self.writer.take() else {
+                return;
+            };
+            let generation = guard.generation();
+            let text = format!("END {generation} {}", self.pid);
+            self.record(&text);
+            if let Err(e) = posix_or_ofd_lock(&self.witness, libc::F_UNLCK, Wait::PosixTry) {
+                self.error("witness unlock", e);
+            }
+            if let Err(e) = guard.release() {
+                let text = format!("DEPOSED {generation} {} release: {e}", self.pid);
+                self.record(&text);
+            }
+        }
+    }
 }

@@ -1,0 +1,477 @@
+//! Crash torture: child processes churn through every operation (open, register, attach,
+//! detach, claim, heartbeat, release, reap, close) and are SIGKILLed at random points; an
+//! external witness and a checker verify the invariants after every kill.
+//!
+//! `cargo test --test torture` runs 1,000 kills (the default); `SHMLOCK_TORTURE_KILLS=100000`
+//! runs more, and `SHMLOCK_TORTURE_SEED=<n>` replays one seed. See RELIABILITY.md.
+//!
+//! The witness is independent of the library: each churning child (`shmlock agent`'s
+//! `churn` command) holds a POSIX write lock on byte 0 of a separate witness file for
+//! exactly as long as it believes it owns the writer role, and appends fixed-size records
+//! (`BEGIN gen pid`, `END gen pid`) under it. A child that finds the witness lock taken
+//! right after its claim succeeded records `OVERLAP`. The checker here reads those records
+//! and fails on an overlap, a generation that does not increase, an `END` that does not
+//! close the open `BEGIN`, a `BEGIN` while a live owner's `BEGIN` is open, or any `ERROR`
+//! or `DEPOSED` a child reported.
+
+#[path = "../src/bin/shmlock/driver.rs"]
+#[allow(dead_code)]
+mod driver;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use driver::Agent;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::libc;
+use nix::sys::signal::Signal;
+use shmlock::ShmLock;
+
+const EXE: &str = env!("CARGO_BIN_EXE_shmlock");
+/// Size of one witness record (see the agent's `torture` module).
+const RECORD: usize = 128;
+
+/// What the checker carries from one look at the witness log to the next.
+#[derive(Default, Debug)]
+struct WitnessState {
+    last_generation: u64,
+    /// The open `BEGIN`: (generation, pid).
+    owner: Option<(u64, u32)>,
+    claims: u64,
+    /// `BEGIN`s that followed an owner which died without its `END`.
+    takeovers_of_killed_owners: u64,
+    opens: BTreeMap<String, u64>,
+    records: u64,
+}
+
+impl WitnessState {
+    /// Check a run of records; `killed` holds every pid the test has SIGKILLed.
+    fn check(&mut self, bytes: &[u8], killed: &HashSet<u32>) -> Result<(), String> {
+        if bytes.len() % RECORD != 0 {
+            return Err(format!(
+                "the witness log holds a torn record ({} bytes)",
+                bytes.len()
+            ));
+        }
+        for chunk in bytes.chunks(RECORD) {
+            self.records += 1;
+            let line = String::from_utf8_lossy(chunk);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| -> Result<u64, String> {
+                words
+                    .get(i)
+                    .and_then(|w| w.parse().ok())
+                    .ok_or_else(|| format!("malformed witness record {:?}", line.trim_end()))
+            };
+            match words.first().copied() {
+                Some("BEGIN") => {
+                    let (generation, pid) = (num(1)?, num(2)? as u32);
+                    if generation <= self.last_generation {
+                        return Err(format!(
+                            "generation {generation} (pid {pid}) does not exceed the previous claim's {}",
+                            self.last_generation
+                        ));
+                    }
+                    if let Some((g, p)) = self.owner {
+                        if !killed.contains(&p) {
+                            return Err(format!(
+                                "pid {pid} began generation {generation} while pid {p} (generation {g}) still owned and was never killed"
+                            ));
+                        }
+                        self.takeovers_of_killed_owners += 1;
+                    }
+                    self.owner = Some((generation, pid));
+                    self.last_generation = generation;
+                    self.claims += 1;
+                }
+                Some("END") => {
+                    let (generation, pid) = (num(1)?, num(2)? as u32);
+                    if self.owner != Some((generation, pid)) {
+                        return Err(format!(
+                            "END of generation {generation} by pid {pid} while the witness says {:?} owns",
+                            self.owner
+                        ));
+                    }
+                    self.owner = None;
+                }
+                Some("OPEN") => {
+                    *self
+                        .opens
+                        .entry(words.get(1).unwrap_or(&"?").to_string())
+                        .or_default() += 1;
+                }
+                _ => return Err(format!("witness: {}", line.trim_end())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read the witness log's new records and empty it (every writer is paused or dead).
+fn drain_witness(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .expect("read the witness log");
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(0))
+        .expect("empty the witness log");
+    bytes
+}
+
+/// The pid holding the POSIX lock on byte 0 of the witness file, if any.
+fn witness_holder(path: &Path) -> Option<i32> {
+    let file = File::open(path).expect("open the witness log");
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut f: libc::flock = unsafe { std::mem::zeroed() };
+    f.l_type = libc::F_WRLCK as libc::c_short;
+    f.l_whence = libc::SEEK_SET as libc::c_short;
+    f.l_len = 1;
+    fcntl(file.as_fd(), FcntlArg::F_GETLK(&mut f)).expect("F_GETLK");
+    // Closing `file` would drop our own POSIX locks on it: this process holds none.
+    (f.l_type != libc::F_UNLCK as libc::c_short).then_some(f.l_pid)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+struct Child {
+    agent: Agent,
+}
+
+fn spawn_churner(path: &Path, witness: &Path, seed: u64) -> Child {
+    let mut agent = Agent::spawn(Path::new(EXE), path).expect("spawn agent");
+    agent.ok(&format!("churn {seed} {}", witness.display()));
+    Child { agent }
+}
+
+/// A paused child's report.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    pid: u32,
+    open: bool,
+    readers: u64,
+    writer: u64,
+    ops: u64,
+}
+
+fn pause(child: &mut Child) -> Report {
+    child.agent.send("pause");
+    read_pause(child)
+}
+
+fn read_pause(child: &mut Child) -> Report {
+    let answer = child.agent.answer();
+    let words: Vec<&str> = answer.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"ok"), "pause answered {answer:?}");
+    let field = |name: &str| -> u64 {
+        words
+            .iter()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("pause answered {words:?}"))
+    };
+    Report {
+        pid: child.agent.pid,
+        open: field("open") == 1,
+        readers: field("readers"),
+        writer: field("writer"),
+        ops: field("ops"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    kills: u64,
+    massacres: u64,
+    checks: u64,
+    child_ops: u64,
+    max_takeovers_counter: u64,
+}
+
+/// One look at the whole system with every child parked between operations.
+fn check_all(
+    seed: u64,
+    lock_path: &Path,
+    witness: &Path,
+    children: &mut [Child],
+    state: &mut WitnessState,
+    killed: &HashSet<u32>,
+    figures: &mut Figures,
+) -> Vec<Report> {
+    // Every pause is in flight before the first answer is awaited.
+    for child in children.iter_mut() {
+        child.agent.send("pause");
+    }
+    let reports: Vec<Report> = children.iter_mut().map(read_pause).collect();
+    let fail = |what: String| -> ! {
+        panic!(
+            "seed {seed}, after {} kills: {what}\nreports: {reports:?}",
+            figures.kills
+        )
+    };
+    if let Err(e) = state.check(&drain_witness(witness), killed) {
+        fail(e);
+    }
+    let owners: Vec<&Report> = reports.iter().filter(|r| r.writer != 0).collect();
+    if owners.len() > 1 {
+        fail(format!("two live processes believe they own: {owners:?}"));
+    }
+    // The witness agrees with the children about who owns.
+    if let Some(o) = owners.first() {
+        if state.owner != Some((o.writer, o.pid)) {
+            fail(format!(
+                "pid {} owns generation {} but the witness log says {:?}",
+                o.pid, o.writer, state.owner
+            ));
+        }
+        if witness_holder(witness) != Some(o.pid as i32) {
+            fail(format!(
+                "the owner pid {} does not hold the witness lock ({:?} does)",
+                o.pid,
+                witness_holder(witness)
+            ));
+        }
+    } else if let Some((g, p)) = state.owner {
+        if !killed.contains(&p) {
+            fail(format!(
+                "the witness says live pid {p} owns generation {g}, but no child does"
+            ));
+        }
+    }
+    // The file always opens, and after a reap the page matches the live children exactly.
+    let lock = ShmLock::open(lock_path).unwrap_or_else(|e| fail(format!("open failed: {e}")));
+    lock.reap()
+        .unwrap_or_else(|e| fail(format!("reap failed: {e}")));
+    let snap = lock.snapshot();
+    let open_children = reports.iter().filter(|r| r.open).count();
+    let live = snap.live_members().count();
+    if live != open_children + 1 || snap.dead_members().count() != 0 {
+        fail(format!(
+            "{live} live and {} dead members after reap; {open_children} children have it open (+1: the checker)",
+            snap.dead_members().count()
+        ));
+    }
+    let guards: u64 = reports.iter().map(|r| r.readers).sum();
+    if snap.reader_count != guards {
+        fail(format!(
+            "reader count {} after reap, but the live children hold {guards} reader guards",
+            snap.reader_count
+        ));
+    }
+    match (owners.first(), &snap.owner) {
+        (None, None) => {}
+        (Some(o), Some(info)) if info.alive && info.generation == o.writer && info.pid == o.pid => {
+        }
+        (o, info) => fail(format!(
+            "the page's owner {info:?} does not match the children's {o:?}"
+        )),
+    }
+    if snap.generation < state.last_generation {
+        fail(format!(
+            "the page's generation {} is below the last claim's {}",
+            snap.generation, state.last_generation
+        ));
+    }
+    figures.max_takeovers_counter = figures.max_takeovers_counter.max(snap.takeovers);
+    drop(lock);
+    figures.checks += 1;
+    for child in children.iter_mut() {
+        child.agent.send("resume");
+    }
+    for child in children.iter_mut() {
+        let answer = child.agent.answer();
+        assert_eq!(answer, "ok", "resume answered {answer:?}");
+    }
+    reports
+}
+
+fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Duration) {
+    println!("crash torture: seed {seed} (replay with SHMLOCK_TORTURE_SEED={seed}), {kills} kills, {width} children");
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("torture-shm");
+    let witness = dir.path().join("witness.log");
+    File::create(&witness).unwrap();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut children: Vec<Child> = (0..width)
+        .map(|_| spawn_churner(&lock_path, &witness, rng.u64(..)))
+        .collect();
+    let mut killed = HashSet::new();
+    let mut state = WitnessState::default();
+    let mut figures = Figures::default();
+    let mut last_ops = vec![0u64; width];
+    let mut last_reports: Vec<Report> = Vec::new();
+    while figures.kills < kills {
+        // Let the children run for a random while: this spreads the kill points over
+        // every operation (it is workload timing, not synchronisation).
+        std::thread::sleep(Duration::from_micros(rng.u64(0..1500)));
+        let victims: Vec<usize> = if rng.u32(0..40) == 0 {
+            figures.massacres += 1;
+            (0..width).collect()
+        } else if let (true, Some(owner)) =
+            (rng.bool(), last_reports.iter().position(|r| r.writer != 0))
+        {
+            // Half the time, aim at the child that owned at the last look (it often still
+            // does): owners must die at every point of their claim, not only readers.
+            vec![owner]
+        } else {
+            vec![rng.usize(0..width)]
+        };
+        // Kill first, then spawn: after a massacre nobody has the file open, so the first
+        // new child to open is alone and recovers the page.
+        for &i in &victims {
+            let old = &children[i].agent;
+            killed.insert(old.pid);
+            old.signal(Signal::SIGKILL);
+        }
+        for &i in &victims {
+            let fresh = spawn_churner(&lock_path, &witness, rng.u64(..));
+            std::mem::replace(&mut children[i], fresh).agent.kill();
+            figures.kills += 1;
+            figures.child_ops += last_ops[i];
+            last_ops[i] = 0;
+        }
+        if victims.len() > 1 && rng.bool() {
+            // Half the massacres are checked one round later, so that a child (not the
+            // checker) is the one that finds itself alone and recovers.
+            last_reports.clear();
+            continue;
+        }
+        let reports = check_all(
+            seed,
+            &lock_path,
+            &witness,
+            &mut children,
+            &mut state,
+            &killed,
+            &mut figures,
+        );
+        // A child's ops count only grows while it lives; remember the latest.
+        for (last, r) in last_ops.iter_mut().zip(&reports) {
+            *last = r.ops;
+        }
+        last_reports = reports;
+    }
+    figures.child_ops += last_ops.iter().sum::<u64>();
+    (figures, state, started.elapsed())
+}
+
+/// Every kill is followed by a full check; ≥ 1,000 kills in CI.
+#[test]
+fn crash_torture_never_two_owners_generations_increase_readers_balance() {
+    let kills = env_u64("SHMLOCK_TORTURE_KILLS").unwrap_or(1000);
+    let seed = env_u64("SHMLOCK_TORTURE_SEED").unwrap_or_else(|| fastrand::u64(..));
+    let (figures, state, elapsed) = torture(kills, seed, 4);
+    println!(
+        "crash torture: seed {seed}: {} kills ({} massacres), {} checks, {} claims witnessed, \
+         {} takeovers of killed owners witnessed, {} witness records, ~{} child operations, \
+         opens {:?}, page takeover counter {}, {:.1} s, failures 0",
+        figures.kills,
+        figures.massacres,
+        figures.checks,
+        state.claims,
+        state.takeovers_of_killed_owners,
+        state.records,
+        figures.child_ops,
+        state.opens,
+        figures.max_takeovers_counter,
+        elapsed.as_secs_f64()
+    );
+    assert!(figures.kills >= kills);
+    assert!(state.claims > 0, "no claim was ever witnessed");
+    assert!(
+        state.takeovers_of_killed_owners > 0 || kills < 100,
+        "no owner was ever killed while owning: the torture did not reach the takeover path"
+    );
+}
+
+/// The checker fails on what it is meant to catch (so a green torture run means something).
+#[test]
+fn witness_checker_rejects_overlap_reuse_and_unmatched_records() {
+    fn rec(text: &str) -> Vec<u8> {
+        let mut b = text.as_bytes().to_vec();
+        b.resize(RECORD - 1, b' ');
+        b.push(b'\n');
+        b
+    }
+    let killed: HashSet<u32> = [7].into_iter().collect();
+    let run = |records: &[&str]| {
+        let bytes: Vec<u8> = records.iter().flat_map(|r| rec(r)).collect();
+        WitnessState::default().check(&bytes, &killed)
+    };
+    assert!(run(&["BEGIN 5 1", "END 5 1", "BEGIN 6 7", "BEGIN 9 2", "END 9 2"]).is_ok());
+    assert!(
+        run(&["BEGIN 5 1", "BEGIN 6 2"]).is_err(),
+        "live owner overlapped"
+    );
+    assert!(
+        run(&["BEGIN 5 1", "END 5 1", "BEGIN 5 2"]).is_err(),
+        "generation repeated"
+    );
+    assert!(
+        run(&["BEGIN 5 1", "END 5 1", "BEGIN 4 2"]).is_err(),
+        "generation went back"
+    );
+    assert!(run(&["BEGIN 5 1", "END 6 1"]).is_err(), "unmatched END");
+    assert!(run(&["OVERLAP 5 1 2"]).is_err());
+    assert!(run(&["DEPOSED 5 1 heartbeat"]).is_err());
+    assert!(run(&["ERROR 1 open: boom"]).is_err());
+    let mut torn = rec("BEGIN 5 1");
+    torn.truncate(40);
+    assert!(WitnessState::default().check(&torn, &killed).is_err());
+}
+
+/// A real process that finds another holding the witness lock after its claim records an
+/// OVERLAP: here the test itself holds the lock, as a second "owner" would.
+#[test]
+fn witness_fires_when_another_process_believes_it_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("witness-shm");
+    let witness = dir.path().join("witness.log");
+    let held = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(&witness)
+        .unwrap();
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut f: libc::flock = unsafe { std::mem::zeroed() };
+    f.l_type = libc::F_WRLCK as libc::c_short;
+    f.l_whence = libc::SEEK_SET as libc::c_short;
+    f.l_len = 1;
+    fcntl(held.as_fd(), FcntlArg::F_SETLK(&f)).expect("take the witness lock");
+    let mut child = spawn_churner(&lock_path, &witness, 1);
+    // The child claims within its first few operations and then blocks on the witness
+    // lock; watch the log (bounded) for its OVERLAP record.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        // Read through the locking descriptor: closing any other descriptor of the file
+        // would drop this process's POSIX lock.
+        let mut buf = vec![0; held.metadata().unwrap().len() as usize];
+        held.read_exact_at(&mut buf, 0).unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if text.contains("OVERLAP") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // Closing any descriptor of the file drops this process's POSIX lock: the child goes on.
+    drop(held);
+    assert!(log.contains("OVERLAP"), "no OVERLAP record: {log}");
+    let report = pause(&mut child);
+    let bytes = drain_witness(&witness);
+    let verdict = WitnessState::default().check(&bytes, &HashSet::new());
+    assert!(
+        verdict.as_ref().is_err_and(|e| e.contains("OVERLAP")),
+        "{verdict:?}, {report:?}"
+    );
+}
