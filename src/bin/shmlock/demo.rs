@@ -46,7 +46,7 @@ impl Story {
             self.paint.dim(&format!("-- shmlock inspect: {title}"))
         );
         for line in render::view(&self.target, &snap, &self.paint, &Default::default()) {
-            println!("           {line}");
+            println!("{}", format!("           {line}").trim_end());
         }
         let _ = std::io::stdout().flush();
         Ok(snap)
@@ -209,23 +209,19 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     ));
     story.show("after reap")?;
 
-    story.step("The writer releases the role, the readers detach, and the processes exit");
+    story.step("Everyone leaves cleanly: the writer releases, the readers detach and close");
     claimant.ok("release");
+    claimant.ok("close");
     for mut r in readers {
         r.ok("detach");
-        r.send("exit");
+        r.ok("close");
     }
-    claimant.send("exit");
-    drop(claimant);
-    match shmlock::inspect(&shm).map_err(|e| e.to_string())? {
-        Some(s) => story.say(&format!(
-            "writer {}, {} live member(s); generation {} is kept for the next claim",
-            if s.owner.is_some() { "held" } else { "free" },
-            s.live_members().count(),
-            s.generation
-        )),
-        None => story.say("no lock file left"),
-    }
+    let last = story.show("after everyone left")?;
+    story.say(&format!(
+        "generation {} stays in the file: the next claim gets {}",
+        last.generation,
+        last.generation + 1
+    ));
     if keep {
         println!(
             "\nThe files are kept in {}: try `shmlock inspect {}`.",
