@@ -10,25 +10,66 @@
 //! Liveness comes from kernel OFD locks — one byte per process — never from pids, so pid
 //! reuse, zombies and pid namespaces cannot fool it.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use shmlock::{ShmLock, Options};
+//! # Quick start
 //!
-//! # fn main() -> shmlock::Result<()> {
-//! let lock = ShmLock::open_with("/tmp/app.db-shm", &Options::new().lease(Duration::from_secs(5)))?;
-//! // A writer: claim (waiting up to a second), stamp writes with the generation.
+//! ```
+//! use std::time::Duration;
+//! use shmlock::{Options, ShmLock};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let data = dir.path().join("app.db");
+//! # std::fs::write(&data, b"")?;
+//! // The lock file beside the data file: app.db-shm.
+//! let shm = shmlock::shm_path_for(&data);
+//! let lock = ShmLock::open_with(&shm, &Options::new().lease(Duration::from_secs(5)))?;
+//!
+//! // A writer: claim (waiting up to a second), stamp every write with the generation.
 //! let writer = lock.claim_writer(Duration::from_secs(1))?;
 //! let fencing_token = writer.generation();
 //! writer.heartbeat()?; // Err(Deposed) once another claim has won
-//! # let _ = fencing_token;
-//! drop(writer); // releases
+//! assert!(writer.is_current());
+//! drop(writer); // releases the role and wakes waiting claimants
 //!
 //! // A reader: attach while reading, detach on drop.
 //! let reader = lock.attach_reader()?;
-//! println!("{} readers attached", lock.snapshot().reader_count);
+//! assert_eq!(lock.snapshot().reader_count, 1);
 //! drop(reader);
+//!
+//! // The next claim gets a higher generation: writes stamped with the old one are fenced.
+//! let next = lock.try_claim_writer()?;
+//! assert!(next.generation() > fencing_token);
 //! # Ok(()) }
 //! ```
+//!
+//! # Roles
+//!
+//! - **Writer**: [`ShmLock::try_claim_writer`] / [`ShmLock::claim_writer`] return a
+//!   [`WriterGuard`]. Its [`generation`](WriterGuard::generation) is a fencing token that
+//!   strictly increases with every claim. A claim takes over a dead owner at once, and —
+//!   with [`Options::lease`] — a live one whose heartbeat is older than the lease; the
+//!   deposed guard then gets [`Error::Deposed`].
+//! - **Reader**: [`ShmLock::attach_reader`] returns a [`ReaderGuard`]; the file's reader
+//!   count is the sum over live processes, so a crashed reader stops counting at once.
+//! - **Anyone**: [`ShmLock::snapshot`], [`ShmLock::reap`], and the read-only [`inspect`].
+//!
+//! Each process opens a file once; every [`ShmLock`] of the same file in a process shares
+//! one mapping and one member entry.
+//!
+//! # Logging
+//!
+//! Events an operator wants in the engine's logs go through the [`log`] facade (targets
+//! under `shmlock::`): takeovers and heals of a damaged page at `warn`, recoveries after a
+//! crash and reaps of dead members at `info`. Nothing is logged on the hot path. `log` rather
+//! than `tracing`: these are a handful of rare, self-contained events that need no spans,
+//! `log` is the smaller dependency every engine already has, and `tracing` subscribers
+//! receive `log` records through `tracing-log`.
+//!
+//! # Command-line tool
+//!
+//! The `shmlock` binary (feature `cli`, on by default) shows and fixes the state of a lock
+//! file: `shmlock inspect app.db` (or `--json`), `shmlock watch app.db`, `shmlock reap
+//! app.db`, and `shmlock demo`. See the README's "Command-line tool" section.
 //!
 //! See `README.md` for the guarantees and limits, and `FORMAT.md` for every byte of the page.
 
