@@ -34,6 +34,19 @@ pub enum OpenState {
 }
 
 /// Options for [`ShmLock::open_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use shmlock::{Options, ShmLock};
+/// # fn main() -> shmlock::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let options = Options::new()
+///     .lease(Duration::from_secs(5)) // depose a writer silent for 5 s
+///     .mode(0o640);                  // for a file this open creates
+/// let lock = ShmLock::open_with(dir.path().join("app.db-shm"), &options)?;
+/// # drop(lock);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Options {
     lease: Option<Duration>,
@@ -90,6 +103,10 @@ impl Options {
 }
 
 /// The lock file path beside a data file: `<data>-shm`.
+///
+/// ```
+/// assert_eq!(shmlock::shm_path_for("/var/lib/app.db").to_str(), Some("/var/lib/app.db-shm"));
+/// ```
 pub fn shm_path_for(data_path: impl AsRef<Path>) -> PathBuf {
     let mut name = OsString::from(data_path.as_ref().as_os_str());
     name.push("-shm");
@@ -126,6 +143,20 @@ fn provision_env_says_yes(value: &str) -> bool {
 
 /// Read-only look at a lock file: creates, registers and writes nothing. `Ok(None)` when the
 /// file does not exist or is empty. Liveness is probed from the kernel's lock table.
+///
+/// ```
+/// # fn main() -> shmlock::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("app.db-shm");
+/// assert!(shmlock::inspect(&path)?.is_none()); // no file: nothing is created
+///
+/// let lock = shmlock::ShmLock::open(&path)?;
+/// let _reader = lock.attach_reader()?;
+/// let snapshot = shmlock::inspect(&path)?.expect("the file exists now");
+/// assert_eq!(snapshot.reader_count, 1);
+/// assert!(snapshot.owner.is_none());
+/// # Ok(()) }
+/// ```
 pub fn inspect(path: impl AsRef<Path>) -> Result<Option<Snapshot>> {
     sys::inspect(path.as_ref())
 }
@@ -188,6 +219,18 @@ impl std::fmt::Debug for ShmLock {
 
 impl ShmLock {
     /// Open (creating if missing, mode 0600) the lock file at `path`.
+    ///
+    /// ```
+    /// use shmlock::{OpenState, ShmLock};
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// assert_eq!(lock.open_state(), OpenState::Created);
+    /// // A second open in the same process shares the first one's membership.
+    /// let again = ShmLock::open(lock.path())?;
+    /// assert_eq!(again.member_index(), lock.member_index());
+    /// # Ok(()) }
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<ShmLock> {
         ShmLock::open_with(path, &Options::new())
     }
@@ -308,6 +351,17 @@ impl ShmLock {
 
     /// Claim the writer role now, taking over a dead owner (or, with a lease, one whose
     /// heartbeat is older than the lease). `Err(WriterBusy)` if a live owner holds it.
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.try_claim_writer()?;
+    /// // One writer per process too: a second claim is refused while the guard lives.
+    /// assert!(matches!(lock.try_claim_writer(), Err(shmlock::Error::AlreadyWriter)));
+    /// writer.release()?;
+    /// # Ok(()) }
+    /// ```
     pub fn try_claim_writer(&self) -> Result<WriterGuard> {
         self.claim(None)
     }
@@ -315,6 +369,16 @@ impl ShmLock {
     /// Claim the writer role, waiting up to `timeout` for the owner to release it, die, or
     /// (with a lease) stop heartbeating. Sleeps while it waits; wakes at once on a release
     /// and within microseconds of the owner's death.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.claim_writer(Duration::from_secs(1))?;
+    /// println!("writing with fencing token {}", writer.generation());
+    /// # Ok(()) }
+    /// ```
     pub fn claim_writer(&self, timeout: Duration) -> Result<WriterGuard> {
         self.claim(Some(timeout))
     }
@@ -367,6 +431,19 @@ impl ShmLock {
     /// Attach a reader: bumps this process's own reader count (one atomic add on a line no
     /// other process writes). Dropping the guard detaches.
     #[inline]
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let first = lock.attach_reader()?;
+    /// let second = lock.attach_reader()?;
+    /// assert_eq!(lock.snapshot().reader_count, 2);
+    /// drop(first);
+    /// second.detach()?;
+    /// assert_eq!(lock.snapshot().reader_count, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn attach_reader(&self) -> Result<ReaderGuard> {
         let inner = &self.inner;
         inner.check_fork()?;
@@ -389,6 +466,18 @@ impl ShmLock {
 
     /// Clear every dead member (and a dead owner) from the page; report what was cleared.
     /// Live members are never touched.
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let report = lock.reap()?;
+    /// for dead in &report.members {
+    ///     println!("cleared pid {} with {} readers", dead.pid, dead.readers);
+    /// }
+    /// assert!(report.members.is_empty()); // nobody died here
+    /// # Ok(()) }
+    /// ```
     pub fn reap(&self) -> Result<ReapReport> {
         let inner = &self.inner;
         inner.check_fork()?;
