@@ -7,6 +7,21 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong. Each `Display` is a sentence a person can act on.
+///
+/// ```
+/// use shmlock::{Error, ShmLock};
+/// # fn main() -> shmlock::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = ShmLock::open(dir.path().join("app.db-shm"))?;
+/// let _writer = lock.try_claim_writer()?;
+/// match lock.try_claim_writer() {
+///     Err(Error::AlreadyWriter) => {} // this process holds it already
+///     Err(Error::WriterBusy { pid, generation }) => println!("pid {pid} writes ({generation})"),
+///     Err(e) => return Err(e),
+///     Ok(_) => unreachable!("one writer at a time"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

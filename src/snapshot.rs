@@ -12,6 +12,20 @@ pub enum PageOrigin {
 }
 
 /// The state of a lock file at one moment.
+///
+/// ```
+/// # fn main() -> shmlock::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+/// let writer = lock.try_claim_writer()?;
+/// let snapshot = lock.snapshot();
+/// let owner = snapshot.owner.as_ref().expect("we own it");
+/// assert_eq!(owner.pid, std::process::id());
+/// assert_eq!(owner.generation, writer.generation());
+/// assert_eq!(snapshot.live_members().count(), 1);
+/// assert_eq!(snapshot.dead_members().count(), 0);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Snapshot {
