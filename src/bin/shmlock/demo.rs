@@ -42,11 +42,13 @@ impl Story {
             .map_err(|e| e.to_string())?
             .ok_or("the lock file vanished")?;
         println!(
-            "\n           {}",
-            self.paint.dim(&format!("-- shmlock inspect: {title}"))
+            "\n      {}",
+            self.paint.dim(&format!("-- shmlock inspect: {title} --"))
         );
-        for line in render::view(&self.target, &snap, &self.paint, &Default::default()) {
-            println!("{}", format!("           {line}").trim_end());
+        // The path was said at the start; the rest of the view follows.
+        let view = render::view(&self.target, &snap, &self.paint, &Default::default());
+        for line in view.iter().skip(1) {
+            println!("{}", format!("      {line}").trim_end());
         }
         let _ = std::io::stdout().flush();
         Ok(snap)
@@ -120,9 +122,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
         "(each process below is a separate `shmlock agent` child; times are since the demo began)"
     );
 
-    story.step(
-        "A writer process opens the lock file, claims the writer role and heartbeats every 10 ms",
-    );
+    story.step("A writer opens the lock file, claims the writer role, heartbeats every 10 ms");
     let mut writer = story.spawn(&exe, "writer")?;
     let generation: u64 = writer.ok("try_claim")[0]
         .parse()
@@ -145,7 +145,12 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     story.step("A claimant wants the writer role: try_claim fails, so it waits (up to 10 s)");
     let mut claimant = story.spawn(&exe, "claimant")?;
     let busy = claimant.ask("try_claim");
-    story.say(&format!("try_claim_writer(): {}", sentence(&busy)));
+    // The library's sentence, up to its advice.
+    let busy = sentence(&busy);
+    story.say(&format!(
+        "try_claim_writer(): {}",
+        busy.split(';').next().unwrap_or(busy)
+    ));
     claimant.send("claim 10000");
     // Wait until the claimant is asleep in claim_writer (a condition, bounded).
     let waiting_since = Instant::now();
@@ -179,12 +184,14 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
         .parse()
         .map_err(|_| "the claimant gave a bad answer".to_string())?;
     story.say(&story.paint.yellow(&format!(
-        "the kernel dropped the dead writer's lock; claimant pid {} took over {} after the SIGKILL",
+        "claimant pid {} took over {} after the SIGKILL",
         claimant.pid,
         render::age(Duration::from_nanos(claimed_at.saturating_sub(killed_at)))
     )));
+    story.say("(the kernel dropped the dead writer's lock byte, which woke the claimant)");
+    story.say(&format!("generation {generation} -> {new_generation}"));
     story.say(&format!(
-        "generation {generation} -> {new_generation}: writes stamped {generation} are now fenced"
+        "writes stamped {generation} are fenced: the old writer can change nothing"
     ));
     claimant.ok("heartbeat");
     story.show("after the takeover")?;
@@ -196,6 +203,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     ));
     victim.kill();
     let snap = story.show("the dead reader no longer counts")?;
+    println!();
     story.say(&format!(
         "reader count {}: only live members count; the dead entry waits to be reaped",
         snap.reader_count
@@ -203,9 +211,11 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
 
     story.step("The new writer reaps the dead member (as `shmlock reap` would)");
     let reaped = claimant.ok("reap");
+    let number = |word: &str| word.parse::<u64>().unwrap_or_default();
     story.say(&format!(
-        "reap(): {} dead member(s) cleared, {} reader(s) with them",
-        reaped[0], reaped[1]
+        "reap(): cleared {}, and {} with it",
+        render::count(number(&reaped[0]), "dead member"),
+        render::count(number(&reaped[1]), "reader")
     ));
     story.show("after reap")?;
 

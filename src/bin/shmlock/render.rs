@@ -354,17 +354,15 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
     out.extend(table.render(paint, ""));
     if dead > 0 {
         out.push(String::new());
+        let (members_wait, them) = if dead == 1 {
+            ("member waits", "it")
+        } else {
+            ("members wait", "them")
+        };
         out.push(format!(
-            "{} dead {} to be reaped: run `shmlock reap {}` (any new opener also clears {}).",
-            dead,
-            if dead == 1 {
-                "member waits"
-            } else {
-                "members wait"
-            },
-            target.given.display(),
-            if dead == 1 { "it" } else { "them" },
+            "{dead} dead {members_wait} to be reaped (any new opener clears {them}), or run:"
         ));
+        out.push(format!("  shmlock reap {}", target.given.display()));
     }
     out
 }
