@@ -332,3 +332,48 @@ fn a_hostile_writer_cannot_crash_a_live_handle() {
     );
     assert!(writes > 0);
 }
+
+/// Threat model, stated as a test: a process that can only *read* the file can still take
+/// shared OFD locks through its read-only descriptor, and a shared lock on a dead member's
+/// byte makes that member look alive — so a reader can deny a takeover (service) while
+/// other processes have the file open, though it can change nothing on the page. When it
+/// lets go, the takeover happens.
+#[test]
+fn a_read_only_process_can_deny_a_takeover_but_change_nothing() {
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinned-shm");
+    let mut owner = Agent::spawn(Path::new(EXE), &path).unwrap();
+    let index: u64 = owner.ok("open")[1].parse().unwrap();
+    let generation: u64 = owner.ok("try_claim")[0].parse().unwrap();
+    // A live bystander: openers join rather than recover alone (the usual case).
+    let mut bystander = Agent::spawn(Path::new(EXE), &path).unwrap();
+    bystander.ok("open");
+    let read_only = std::fs::File::open(&path).unwrap();
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut f: nix::libc::flock = unsafe { std::mem::zeroed() };
+    f.l_type = nix::libc::F_RDLCK as nix::libc::c_short;
+    f.l_whence = nix::libc::SEEK_SET as nix::libc::c_short;
+    f.l_start = (PAGE_SIZE as u64 + 1 + index) as nix::libc::off_t; // the member's lock byte
+    f.l_len = 1;
+    // Taken while the owner lives (shared with nothing: the owner's lock is exclusive, so
+    // wait for its death first), then held.
+    owner.kill();
+    nix::fcntl::fcntl(read_only.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&f))
+        .expect("a read-only descriptor takes a shared lock");
+    let before = std::fs::read(&path).unwrap();
+    let lock = ShmLock::open(&path).unwrap();
+    match lock.try_claim_writer() {
+        Err(Error::WriterBusy { generation: g, .. }) => assert_eq!(g, generation),
+        other => panic!("the pinned dead owner was taken over: {other:?}"),
+    }
+    drop(lock);
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(before[..64], after[..64], "line 0 unchanged");
+    drop(read_only); // lets the lock go
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(
+        lock.try_claim_writer().unwrap().generation(),
+        generation + 1
+    );
+}
