@@ -404,7 +404,7 @@ fn truncation_case(len: u64) {
 
 #[test]
 fn truncation_under_live_handles_is_refused_and_never_rewritten() {
-    for len in [0, 100, 4095, 8192] {
+    for len in [0, 40, 100, 4095, 8192] {
         truncation_case(len);
     }
 }
