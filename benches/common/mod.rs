@@ -283,7 +283,13 @@ impl SeedHeader {
     /// Change field `field` by `delta` and rewrite the header.
     #[inline]
     pub fn write(&mut self, field: usize, delta: u64) {
-        self.header[field] = self.header[field].wrapping_add(delta);
+        self.set(field, self.header[field].wrapping_add(delta));
+    }
+
+    /// Set field `field` to `value` and rewrite the header.
+    #[inline]
+    pub fn set(&mut self, field: usize, value: u64) {
+        self.header[field] = value;
         let mut bytes = [0u8; 64];
         for (chunk, v) in bytes.chunks_exact_mut(8).zip(self.header) {
             chunk.copy_from_slice(&v.to_ne_bytes());
