@@ -776,3 +776,46 @@ fn fuzz_page_validator_and_open_path() {
         started.elapsed().as_secs_f64()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Found by the crash torture
+
+/// A death watcher (a claimant's thread blocked on a shared lock of the owner's member
+/// byte) is granted that lock the moment the owner dies, and holds it until it is next
+/// scheduled. In that window the dead member must not look alive, nor its readers count.
+/// (Found by the crash torture under load: "6 live members, 4 children + the checker".)
+/// Here a shared lock from a read-only descriptor stands for the watcher.
+#[test]
+fn a_shared_lock_on_a_dead_members_byte_does_not_make_it_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("watched-shm");
+    let mut owner = spawn(&path);
+    let index: u64 = owner.ok("open")[1].parse().unwrap();
+    owner.ok("try_claim");
+    owner.ok("attach");
+    owner.ok("attach");
+    let mut bystander = spawn(&path);
+    bystander.ok("open");
+    owner.kill();
+    let watcher = File::open(&path).unwrap();
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut f: libc::flock = unsafe { std::mem::zeroed() };
+    f.l_type = libc::F_RDLCK as libc::c_short;
+    f.l_whence = libc::SEEK_SET as libc::c_short;
+    f.l_start = (shmlock::page::MEMBER_LOCK_BASE + index) as libc::off_t;
+    f.l_len = 1;
+    fcntl(watcher.as_fd(), FcntlArg::F_OFD_SETLK(&f)).expect("shared lock");
+    let snap = shmlock::inspect(&path).unwrap().expect("a page");
+    let dead = snap.members.iter().find(|m| m.index == index as usize);
+    assert_eq!(dead.map(|m| m.alive), Some(false), "{snap:?}");
+    assert_eq!(
+        snap.reader_count, 0,
+        "a dead member's readers counted: {snap:?}"
+    );
+    assert_eq!(snap.owner.map(|o| o.alive), Some(false));
+    let lock = ShmLock::open(&path).unwrap();
+    assert_eq!(lock.snapshot().reader_count, 0);
+    drop(watcher);
+    lock.reap().unwrap();
+    assert_eq!(lock.snapshot().dead_members().count(), 0);
+}

@@ -70,10 +70,15 @@ pub(crate) fn unlock(file: &File, byte: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether another open file description holds a lock on the byte (without taking it).
-/// Works on a read-only descriptor.
+/// Whether another open file description holds an *exclusive* lock on the byte (without
+/// taking it). Works on a read-only descriptor.
+///
+/// Members hold their byte exclusively; a shared lock on it is a death watcher that the
+/// kernel has just granted it (the member died) or a read-only process, never a member —
+/// so probing with a shared lock (which conflicts only with exclusive ones) is what tells
+/// "alive".
 pub(crate) fn locked_by_other(file: &File, byte: u64) -> io::Result<bool> {
-    let mut f = flock(libc::F_WRLCK, byte);
+    let mut f = flock(libc::F_RDLCK, byte);
     fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut f))?;
     Ok(f.l_type != libc::F_UNLCK as libc::c_short)
 }
