@@ -142,9 +142,23 @@ fn open_race_32_processes_exactly_one_creates_each_fresh_file() {
 fn spawn_unrelated() -> std::process::Child {
     Command::new("cat")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn cat")
+}
+
+/// Wait until `cat` runs (it echoes a line back): `spawn` may return before the child has
+/// executed `cat`.
+fn wait_running(cat: &mut std::process::Child) {
+    use std::io::{BufRead, Write};
+    let stdin = cat.stdin.as_mut().unwrap();
+    stdin.write_all(b"ready\n").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(cat.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
 }
 
 /// Start an unrelated long-lived process (`cat`) at pid `target`, which a dead owner had.
@@ -209,6 +223,7 @@ fn pid_reuse_dead_owner_is_taken_over_while_its_pid_lives_again() {
             return;
         }
     };
+    wait_running(&mut unrelated);
     let comm = std::fs::read_to_string(format!("/proc/{dead_pid}/comm")).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{dead_pid}/status")).unwrap();
     assert_eq!(comm.trim(), "cat", "{status}");
@@ -368,7 +383,8 @@ fn truncation_case(len: u64) {
     );
     // The live handle that touches its page now: beyond the end of the file that is a
     // SIGBUS (as in SQLite and LMDB); within it, it carries on.
-    holder.send("snapshot\nexit");
+    // (If it is already gone, the status below says why.)
+    let _ = catch_unwind(AssertUnwindSafe(|| holder.send("snapshot\nexit")));
     let status = waitpid(Pid::from_raw(holder.pid as i32), None).unwrap();
     // Reaped here: the driver must not signal that pid again when it drops.
     std::mem::forget(holder);
