@@ -256,7 +256,7 @@ impl ShmLock {
         let plat = opened.mapping.platform();
         let who = Identity {
             pid: sys::pid(),
-            process_start_secs: sys::os::process_start_secs(),
+            process_start_secs: sys::os::process_start_secs(sys::fork_epoch()),
         };
         let (registration, reaped) =
             members::register(opened.mapping.page(), &plat, who).map_err(|_| {

@@ -198,30 +198,16 @@ fn io_err(op: &'static str, path: &Path, e: impl Into<io::Error>) -> Error {
     Error::io(op, path, e)
 }
 
-/// Refuse network filesystems (unless allowed): their locks and mappings are not coherent
-/// between hosts.
-fn check_filesystem(path: &Path, allow: bool) -> Result<()> {
-    if allow {
-        return Ok(());
+/// Refuse a network filesystem: its locks and mappings are not coherent between hosts.
+fn refuse_network(path: &Path, st: nix::Result<nix::sys::statfs::Statfs>) -> Result<()> {
+    // A failing statfs (a missing directory) is reported by the open around it.
+    match st.map(|st| os::network_filesystem(st.filesystem_type().0 as u64)) {
+        Ok(Some(fs)) => Err(Error::UnsupportedFilesystem {
+            path: path.to_path_buf(),
+            fs,
+        }),
+        _ => Ok(()),
     }
-    let probe = if path.exists() {
-        path.to_path_buf()
-    } else {
-        match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    };
-    // A failing statfs (missing directory) is reported by the open that follows.
-    if let Ok(st) = nix::sys::statfs::statfs(&probe) {
-        if let Some(fs) = os::network_filesystem(st.filesystem_type().0 as u64) {
-            return Err(Error::UnsupportedFilesystem {
-                path: path.to_path_buf(),
-                fs,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn not_regular(path: &Path, found: &'static str) -> Error {
@@ -269,35 +255,50 @@ fn check_regular(path: &Path, file: &File) -> Result<std::fs::Metadata> {
 /// non-blocking (so a FIFO at the path cannot hang us).
 fn open_file(path: &Path, params: &OpenParams) -> Result<(File, std::fs::Metadata)> {
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    let mut created = false;
-    let file = if params.create {
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(params.mode)
-            .custom_flags(flags)
-            .open(path)
-        {
-            Ok(f) => {
-                created = true;
-                Ok(f)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(flags)
-                .open(path),
-            Err(e) => Err(e),
-        }
-    } else {
+    let existing = || {
         OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(flags)
             .open(path)
+    };
+    let check_network = !params.allow_network_filesystem;
+    let mut created = false;
+    let file = match existing() {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && params.create => {
+            // Refuse a network filesystem before leaving a new file on it.
+            if check_network {
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                refuse_network(path, nix::sys::statfs::statfs(dir))?;
+            }
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(params.mode)
+                .custom_flags(flags)
+                .open(path)
+            {
+                Ok(file) => {
+                    created = true;
+                    file
+                }
+                // Another process created it between our two opens.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    existing().map_err(|e| open_error(path, e))?
+                }
+                Err(e) => return Err(open_error(path, e)),
+            }
+        }
+        Err(e) => return Err(open_error(path, e)),
+    };
+    if check_network && !created {
+        refuse_network(path, nix::sys::statfs::fstatfs(&file))?;
     }
-    .map_err(|e| open_error(path, e))?;
     let meta = check_regular(path, &file)?;
     if created {
         // Exactly the mode asked for, whatever the umask (a provisioned file gets its data
@@ -474,7 +475,6 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
 
 /// The open sequence up to (not including) member registration.
 pub(crate) fn open(path: &Path, params: &OpenParams) -> Result<Opened> {
-    check_filesystem(path, params.allow_network_filesystem)?;
     let (file, meta) = open_file(path, params)?;
     let key = (meta.dev(), meta.ino());
     let mut alone = take_dead_man_switch(path, &file)?;
