@@ -30,11 +30,11 @@ use std::sync::atomic::Ordering::{self, SeqCst};
 use std::time::Duration;
 
 use loom::sync::atomic::AtomicU64 as LoomU64;
-use loom::sync::{Arc, Mutex};
+use loom::sync::{Arc, Condvar, Mutex};
 
 use shmlock::page::{owner_generation, owner_slot, OwnerSlot, Page, MEMBER_CAPACITY};
 use shmlock::platform::{Mutant, Platform, Word};
-use shmlock::protocol::members::{self, Identity, Registration};
+use shmlock::protocol::members::{self, Identity, Reaped, Registration};
 
 pub use shmlock;
 
@@ -91,8 +91,13 @@ impl Word for StepWord {
 
 impl StepWord {
     /// Record `value` if this word is the owner word of the page being modelled. Loom runs
-    /// one thread at a time and appends every write to the end of the word's modification
-    /// order, so the log is that order.
+    /// one thread at a time, so the log is the order in which the writes ran. That is the
+    /// word's modification order as long as every write that races with another is a
+    /// read-modify-write (a CAS reads the latest value), which is how the protocol writes
+    /// the owner word. A plain store (only the `ClaimWithoutCas` and
+    /// `ReleaseWithoutOwnerCheck` mutants make one concurrently) may be placed earlier in
+    /// loom's modification order than the log says; the log then shows the order a
+    /// sequentially consistent machine would have run them in.
     fn log_write(&self, value: u64) {
         let me = self as *const StepWord as usize;
         OWNER_LOG.with(|log| {
@@ -226,6 +231,9 @@ pub struct World {
     /// The page, on the heap.
     pub page: Box<Page<StepWord>>,
     locks: Mutex<LockTable>,
+    /// Signalled whenever a lock is let go (unlock, downgrade, death): what a blocked
+    /// `F_OFD_SETLKW` (the production death watcher, a waiting opener) wakes on.
+    released: Condvar,
     clock: LoomU64,
     mutant: Option<Mutant>,
 }
@@ -240,6 +248,7 @@ impl World {
                 switch_exclusive: 0,
                 switch_shared: 0,
             }),
+            released: Condvar::new(),
             clock: LoomU64::new(0),
             mutant,
         });
@@ -271,6 +280,25 @@ impl World {
     /// Every value written to the owner word so far, in modification order.
     pub fn owner_writes(&self) -> Vec<OwnerWrite> {
         OWNER_LOG.with(|log| log.borrow().writes.clone())
+    }
+
+    /// Block until nobody holds member `index`'s lock, as the production death watcher
+    /// does (a blocking shared lock on the member's byte). Blocking rather than polling
+    /// keeps the models free of spin loops.
+    pub fn wait_until_member_unlocked(&self, index: usize) {
+        let mut table = self.locks.lock().unwrap();
+        while table.members[index] != 0 {
+            table = self.released.wait(table).unwrap();
+        }
+    }
+
+    /// Block until nobody holds the dead-man switch exclusively, as a blocking shared
+    /// lock would (the open sequence waits while another opener initialises).
+    pub fn wait_until_switch_not_exclusive(&self) {
+        let mut table = self.locks.lock().unwrap();
+        while table.switch_exclusive != 0 {
+            table = self.released.wait(table).unwrap();
+        }
     }
 
     /// Who holds member `index`'s lock (0: nobody).
@@ -315,15 +343,19 @@ impl Process {
         &self.world.page
     }
 
-    /// Register this process (reaping dead members first), as an opener does.
-    pub fn register(&self) -> Registration {
+    /// Register this process (reaping dead members first), as an opener does; returns the
+    /// registration and the dead members it reaped on the way.
+    pub fn register(&self) -> (Registration, Vec<Reaped>) {
         let who = Identity {
             pid: self.pid,
             process_start_secs: 0,
         };
-        members::register(self.page(), self, who)
-            .expect("the model never fills the member table")
-            .0
+        members::register(self.page(), self, who).expect("the model never fills the member table")
+    }
+
+    /// The process dies now: the kernel releases its locks.
+    pub fn kill(&self) {
+        self.die();
     }
 
     /// Run `script` as this process on the current loom thread. With `crash`, the process
@@ -367,6 +399,8 @@ impl Process {
             table.switch_exclusive = 0;
         }
         table.switch_shared &= !(1 << self.pid);
+        drop(table);
+        self.world.released.notify_all();
     }
 
     /// Try to take the dead-man switch exclusively (`F_OFD_SETLK`, `F_WRLCK`): only when
@@ -392,8 +426,13 @@ impl Process {
         if table.switch_exclusive != 0 && table.switch_exclusive != self.pid {
             return false;
         }
+        let downgraded = table.switch_exclusive == self.pid;
         table.switch_exclusive = 0;
         table.switch_shared |= 1 << self.pid;
+        drop(table);
+        if downgraded {
+            self.world.released.notify_all();
+        }
         true
     }
 }
@@ -402,6 +441,10 @@ impl Platform for Process {
     type Word = StepWord;
 
     fn try_lock_member(&self, index: usize) -> bool {
+        assert_ne!(
+            self.pid, 0,
+            "pid 0 marks a free lock; it only sets the page up"
+        );
         step();
         let mut table = self.world.locks.lock().unwrap();
         // A second take by the holder fails too: the production platform keeps a per-process
@@ -419,6 +462,8 @@ impl Platform for Process {
         if table.members[index] == self.pid {
             table.members[index] = 0;
         }
+        drop(table);
+        self.world.released.notify_all();
     }
 
     fn member_locked(&self, index: usize) -> bool {
@@ -479,7 +524,9 @@ pub fn assert_owner_history_sound(writes: &[OwnerWrite]) {
 const STACK_SIZE: usize = 1 << 20;
 
 /// Spawn a loom thread (a modelled process, usually) with a stack big enough for the model.
-pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
+pub fn spawn<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> loom::thread::JoinHandle<T> {
     loom::thread::Builder::new()
         .stack_size(STACK_SIZE)
         .spawn(f)
@@ -503,6 +550,24 @@ pub fn check(preemption_bound: usize, model: impl Fn() + Sync + Send + 'static) 
         executions.load(SeqCst),
         start.elapsed()
     );
+}
+
+/// Check that only the owner named by the owner word ever frees it: every write that frees
+/// the word was made by the process whose member the previous value named (`index_of`
+/// maps a pid to its member index). Holds in models where nobody dies, so nobody reaps.
+pub fn assert_only_owners_free(writes: &[OwnerWrite], index_of: impl Fn(u32) -> Option<usize>) {
+    for pair in writes.windows(2) {
+        if owner_slot(pair[1].value) != OwnerSlot::Free {
+            continue;
+        }
+        let freed = owner_slot(pair[0].value);
+        let by = pair[1].by;
+        assert!(
+            matches!(freed, OwnerSlot::Member(i) if Some(i) == index_of(by)),
+            "process {by} freed an owner word it did not own ({:x} named {freed:?}): {writes:x?}",
+            pair[0].value
+        );
+    }
 }
 
 /// A loom model builder with the bound a model chose, unless `LOOM_MAX_PREEMPTIONS` is

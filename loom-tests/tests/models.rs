@@ -1,34 +1,110 @@
+//! Loom models of the shmlock protocol, over the library's own code (`shmlock::protocol`,
+//! `shmlock::page`) running on the loom platform of `loom_tests`.
+//!
+//! Each model states its property in one sentence above it and sets its preemption bound
+//! with the reason (see README.md for the table, the mutants and how to run deeper).
+//! Each `…_catches_…` test runs a model against a deliberate bug selected through the
+//! platform seam (`Platform::mutant`) and must fail with the model's own assertion.
 
-use loom_tests::shmlock::page::owner_word;
-use loom_tests::shmlock::platform::Mutant;
-use loom_tests::shmlock::protocol::writer::{self, ClaimError};
+use loom::sync::atomic::{AtomicBool, AtomicUsize};
+use loom::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+
+use loom_tests::shmlock::page::{
+    owner_generation, owner_slot, owner_word, Invalid, OwnerSlot, ORIGIN_CREATED,
+};
+use loom_tests::shmlock::platform::{Mutant, Word};
+use loom_tests::shmlock::protocol::members::{self, Reaped, Registration};
+use loom_tests::shmlock::protocol::writer::{self, Claim, ClaimError, Takeover};
+use loom_tests::shmlock::protocol::{self, recover_alone};
 use loom_tests::*;
 
+/// The lease of the lease models, in modelled nanoseconds.
+const LEASE: u64 = 100;
+/// When the owner of the lease models last stamped its heartbeat.
+const STAMPED_AT: u64 = 1_000;
+
+/// Register processes `pids` in order on the model's setup thread (no interleaving there).
+fn registered(world: &Arc<World>, pids: &[u32]) -> Vec<(Process, Registration)> {
+    pids.iter()
+        .map(|&pid| {
+            let p = Process::new(world, pid);
+            let (reg, reaped) = p.register();
+            assert!(reaped.is_empty(), "nothing to reap on a fresh page");
+            (p, reg)
+        })
+        .collect()
+}
+
+/// Every reader or writer whose process is alive still has its entry exactly as it
+/// registered it, and holds its lock.
+fn assert_entry_intact(world: &World, p: &Process, reg: &Registration) {
+    assert_eq!(
+        world.page.members[reg.index].identity.load(SeqCst),
+        reg.identity,
+        "the live member {} lost its entry {}",
+        p.pid,
+        reg.index
+    );
+    assert_eq!(
+        world.member_holder(reg.index),
+        p.pid,
+        "the live member {} does not hold its lock",
+        p.pid
+    );
+}
+
+fn reaped_count(lists: &[&[Reaped]], index: usize) -> usize {
+    lists
+        .iter()
+        .map(|l| l.iter().filter(|r| r.index == index).count())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 1a. Three claimants race for a free owner word: exactly one wins, with the
+// generation after the seed, and each loser is told that the winner owns it.
+//
+// Bound 2: losing requires one claimant to be preempted between its load of the owner word
+// and its CAS while another completes its claim (one preemption); a second preemption
+// covers the third claimant cutting into that window too. Each claim is two steps long, so
+// deeper bounds add no new orders of those steps.
 fn claim_race(mutant: Option<Mutant>) {
-    check(3, move || {
+    check(2, move || {
         let world = World::initialised(mutant);
-        let procs: Vec<_> = (1..=3).map(|pid| Process::new(&world, pid)).collect();
-        let regs: Vec<_> = procs.iter().map(|p| p.register()).collect();
-        let handles: Vec<_> = procs
+        let claimants = registered(&world, &[1, 2, 3]);
+        let regs: Vec<Registration> = claimants.iter().map(|(_, r)| *r).collect();
+        let handles: Vec<_> = claimants
             .into_iter()
-            .zip(regs.clone())
             .map(|(p, reg)| {
                 spawn(move || {
                     p.run(None, |p| writer::try_claim(p.page(), p, reg.index, None))
                         .result
-                        .unwrap()
+                        .expect("nobody dies here")
                 })
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        let winners: Vec<_> = results.iter().filter_map(|r| r.ok()).collect();
+        let winners: Vec<&Claim> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(winners.len(), 1, "exactly one claimant wins: {results:?}");
         let winner = winners[0];
         assert_eq!(winner.generation, SEED + 1);
-        let widx = regs.iter().position(|r| owner_word(SEED + 1, Some(r.index)) == winner.word).unwrap();
-        for r in &results {
-            if let Err(e) = r {
-                assert_eq!(*e, ClaimError::Busy { index: regs[widx].index, pid: widx as u32 + 1, generation: SEED + 1 });
+        assert_eq!(world.page.writer.owner.load(SeqCst), winner.word);
+        let OwnerSlot::Member(index) = owner_slot(winner.word) else {
+            panic!("the winner's word names no member");
+        };
+        let pid = regs.iter().position(|r| r.index == index).unwrap() as u32 + 1;
+        for result in &results {
+            if let Err(busy) = result {
+                assert_eq!(
+                    *busy,
+                    ClaimError::Busy {
+                        index,
+                        pid,
+                        generation: SEED + 1
+                    },
+                    "a loser is told who won"
+                );
             }
         }
         assert_owner_history_sound(&world.owner_writes());
@@ -36,12 +112,693 @@ fn claim_race(mutant: Option<Mutant>) {
 }
 
 #[test]
-fn claim_race_has_one_winner() {
+fn model_1a_claim_race_has_exactly_one_winner() {
     claim_race(None);
 }
 
 #[test]
 #[should_panic(expected = "exactly one claimant wins")]
-fn claim_race_without_cas_has_two_winners() {
+fn model_1a_catches_claim_without_cas() {
     claim_race(Some(Mutant::ClaimWithoutCas));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 1b. Two claimants each claim-and-release twice: at most one owns at any time, and
+// the generations of all successful claims strictly increase and never repeat.
+//
+// Bound 2: a repeat or an overlap needs at most two claims to interleave (one preemption
+// inside a claim, one inside the release that precedes it); the four claims of the run
+// give those windows in every order within two preemptions.
+fn claim_release_rounds(mutant: Option<Mutant>) {
+    check(2, move || {
+        let world = World::initialised(mutant);
+        let inside = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = registered(&world, &[1, 2])
+            .into_iter()
+            .map(|(p, reg)| {
+                let inside = inside.clone();
+                spawn(move || {
+                    p.run(None, |p| {
+                        let mut won = Vec::new();
+                        for _ in 0..2 {
+                            if let Ok(claim) = writer::try_claim(p.page(), p, reg.index, None) {
+                                let before = inside.fetch_add(1, SeqCst);
+                                assert_eq!(before, 0, "two owners at once");
+                                assert!(writer::is_current(p.page(), p, claim.word));
+                                inside.fetch_sub(1, SeqCst);
+                                assert!(writer::release(p.page(), p, claim.word));
+                                won.push(claim.generation);
+                            }
+                        }
+                        won
+                    })
+                    .result
+                    .expect("nobody dies here")
+                })
+            })
+            .collect();
+        let mut generations: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert!(!generations.is_empty(), "someone wins a free owner word");
+        let writes = world.owner_writes();
+        assert_owner_history_sound(&writes);
+        generations.sort_unstable();
+        generations.dedup();
+        let claimed: Vec<u64> = writes
+            .iter()
+            .filter(|w| owner_slot(w.value) != OwnerSlot::Free)
+            .map(|w| owner_generation(w.value))
+            .collect();
+        assert_eq!(
+            generations, claimed,
+            "every claim's generation is unique and is the one in the word it wrote"
+        );
+    });
+}
+
+#[test]
+fn model_1b_generations_strictly_increase() {
+    claim_release_rounds(None);
+}
+
+#[test]
+#[should_panic(expected = "a claim did not raise the generation by exactly one")]
+fn model_1b_catches_claim_without_generation_bump() {
+    claim_release_rounds(Some(Mutant::ClaimWithoutGenerationBump));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 2. The owner dies at every crash point of its claim, heartbeat and release while
+// two claimants race to take over: exactly one claimant wins, with the generation after the
+// last one the owner word held, and the page is left consistent (no live entry lost, the
+// dead owner's entry either intact or cleared, the takeover counted once, no readers).
+//
+// Bound 2: the race between the two takeovers needs one preemption (between one
+// claimant's look and its CAS); the second lets the owner's death (which happens at its
+// crash point, chosen by the outer loop rather than by preemption) land inside that window.
+fn owner_death(mutant: Option<Mutant>) {
+    crash_points(|crash| {
+        check(2, move || {
+            let world = World::initialised(mutant);
+            let mut procs = registered(&world, &[1, 2, 3]).into_iter();
+            let (owner, owner_reg) = procs.next().unwrap();
+            let crash = crash.clone();
+            let owner_thread = spawn(move || {
+                owner.run(Some(crash), |p| {
+                    if let Ok(claim) = writer::try_claim(p.page(), p, owner_reg.index, None) {
+                        // Alive and without a lease against it: nobody can depose it.
+                        assert!(writer::heartbeat(p.page(), p, owner_reg.index, claim.word));
+                        assert!(writer::release(p.page(), p, claim.word));
+                    }
+                })
+            });
+            let claimants: Vec<_> = procs
+                .map(|(p, reg)| {
+                    let thread = spawn(move || {
+                        let claim = p
+                            .run(None, |p| loop {
+                                match writer::try_claim(p.page(), p, reg.index, None) {
+                                    Ok(claim) => break Some(claim),
+                                    // The owner is alive (or being reaped): wait for its
+                                    // lock to go, as the death watcher does; look again.
+                                    Err(ClaimError::Busy { index, .. })
+                                        if index == owner_reg.index =>
+                                    {
+                                        p.world().wait_until_member_unlocked(index)
+                                    }
+                                    Err(ClaimError::Busy { .. }) => break None,
+                                    Err(e) => panic!("unexpected {e:?}"),
+                                }
+                            })
+                            .result
+                            .unwrap();
+                        (p, claim)
+                    });
+                    (reg, thread)
+                })
+                .collect();
+            owner_thread.join().unwrap();
+            let claimants: Vec<_> = claimants
+                .into_iter()
+                .map(|(reg, t)| (reg, t.join().unwrap()))
+                .collect();
+            let winners: Vec<Claim> = claimants.iter().filter_map(|(_, (_, c))| *c).collect();
+            assert_eq!(winners.len(), 1, "exactly one claimant takes over");
+            let winner = winners[0];
+            let writes = world.owner_writes();
+            assert_owner_history_sound(&writes);
+            let owner_owned = writes
+                .iter()
+                .any(|w| owner_slot(w.value) == OwnerSlot::Member(owner_reg.index));
+            assert_eq!(
+                winner.generation,
+                SEED + 1 + owner_owned as u64,
+                "the takeover's generation follows the dead owner's"
+            );
+            if let Some(Takeover::Dead { generation, pid }) = winner.takeover {
+                assert_eq!((generation, pid), (SEED + 1, 1));
+            }
+            let page = &world.page;
+            assert_eq!(page.writer.owner.load(SeqCst), winner.word);
+            assert_eq!(
+                page.writer.takeovers.load(SeqCst),
+                winner.takeover.is_some() as u64,
+                "the takeover is counted once"
+            );
+            for (reg, (p, _)) in &claimants {
+                assert_entry_intact(&world, p, reg);
+            }
+            assert_eq!(
+                world.member_holder(owner_reg.index),
+                0,
+                "the dead hold no lock"
+            );
+            let identity = page.members[owner_reg.index].identity.load(SeqCst);
+            assert!(
+                identity == owner_reg.identity || identity == 0,
+                "the dead owner's entry is either untouched or reaped"
+            );
+            let observer = Process::new(&world, 9);
+            assert_eq!(members::reader_count(page, &observer), 0);
+            assert_eq!(page.validate(), Ok(()));
+        });
+    });
+}
+
+#[test]
+fn model_2_owner_death_has_one_successor() {
+    owner_death(None);
+}
+
+#[test]
+#[should_panic(expected = "exactly one claimant takes over")]
+fn model_2_catches_claim_without_cas() {
+    owner_death(Some(Mutant::ClaimWithoutCas));
+}
+
+#[test]
+#[should_panic(expected = "a claim did not raise the generation by exactly one")]
+fn model_2_catches_claim_without_generation_bump() {
+    owner_death(Some(Mutant::ClaimWithoutGenerationBump));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 3. A live owner whose heartbeat is older than a claimant's lease is taken over;
+// once the takeover's CAS has happened, the deposed owner's `heartbeat`, `is_current` and
+// `release` all report Deposed and leave the new owner's owner word, generation and
+// heartbeat exactly as the new owner wrote them.
+//
+// Bound 3: the owner's three calls and the claimant's claim-then-heartbeat are short; three
+// preemptions let each of the owner's calls land before, between and after the claimant's
+// look, CAS and heartbeat in every order.
+fn lease_takeover(mutant: Option<Mutant>) {
+    check(3, move || {
+        let world = World::initialised(mutant);
+        let mut procs = registered(&world, &[1, 2]).into_iter();
+        let (owner, owner_reg) = procs.next().unwrap();
+        let owner_pid = owner.pid;
+        let (claimant, claimant_reg) = procs.next().unwrap();
+        world.set_clock(STAMPED_AT);
+        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        assert!(writer::heartbeat(
+            owner.page(),
+            &owner,
+            owner_reg.index,
+            held.word
+        ));
+        // The owner pauses past the lease.
+        let now = STAMPED_AT + LEASE + 1;
+        world.set_clock(now);
+        let deposed = Arc::new(AtomicBool::new(false));
+        let owner_thread = {
+            let deposed = deposed.clone();
+            spawn(move || {
+                owner
+                    .run(None, |p| {
+                        let page = p.page();
+                        let mut results = Vec::new();
+                        for call in ["heartbeat", "is_current", "release"] {
+                            let after_takeover = deposed.load(SeqCst);
+                            let current = match call {
+                                "heartbeat" => {
+                                    writer::heartbeat(page, p, owner_reg.index, held.word)
+                                }
+                                "is_current" => writer::is_current(page, p, held.word),
+                                _ => writer::release(page, p, held.word),
+                            };
+                            assert!(
+                                !(after_takeover && current),
+                                "the deposed owner's {call} did not report Deposed"
+                            );
+                            results.push(current);
+                        }
+                        results
+                    })
+                    .result
+                    .unwrap()
+            })
+        };
+        let claimant_thread = {
+            let deposed = deposed.clone();
+            spawn(move || {
+                claimant
+                    .run(None, |p| {
+                        let claim =
+                            writer::try_claim(p.page(), p, claimant_reg.index, Some(LEASE)).ok()?;
+                        assert!(writer::heartbeat(
+                            p.page(),
+                            p,
+                            claimant_reg.index,
+                            claim.word
+                        ));
+                        deposed.store(true, SeqCst);
+                        Some(claim)
+                    })
+                    .result
+                    .unwrap()
+            })
+        };
+        let owner_results = owner_thread.join().unwrap();
+        let claim = claimant_thread.join().unwrap();
+        let page = &world.page;
+        let final_word = page.writer.owner.load(SeqCst);
+        match claim {
+            Some(claim) => {
+                let writes = world.owner_writes();
+                let claimed_at = writes.iter().position(|w| w.value == claim.word).unwrap();
+                assert!(
+                    writes[claimed_at..].iter().all(|w| w.by != owner_pid),
+                    "the deposed owner wrote the owner word after its successor's claim: \
+                     {writes:x?}"
+                );
+                assert_eq!(
+                    final_word, claim.word,
+                    "the deposed owner changed its successor's owner word"
+                );
+                assert_eq!(claim.generation, held.generation + 1);
+                assert_eq!(
+                    page.members[claimant_reg.index].heartbeat.load(SeqCst),
+                    now,
+                    "the deposed owner changed its successor's heartbeat"
+                );
+                if let Some(Takeover::LeaseExpired { generation, .. }) = claim.takeover {
+                    assert_eq!(generation, held.generation);
+                }
+            }
+            None => {
+                // The owner's heartbeat came first and renewed the lease: it stays owner
+                // until its own release.
+                assert_eq!(owner_results, [true, true, true]);
+                assert_eq!(final_word, owner_word(held.generation, None));
+            }
+        }
+        assert_owner_history_sound(&world.owner_writes());
+    });
+}
+
+#[test]
+fn model_3_lease_takeover_deposes_the_owner() {
+    lease_takeover(None);
+}
+
+#[test]
+#[should_panic(expected = "the deposed owner")]
+fn model_3_catches_heartbeat_without_owner_check() {
+    lease_takeover(Some(Mutant::HeartbeatWithoutOwnerCheck));
+}
+
+#[test]
+#[should_panic(expected = "the deposed owner")]
+fn model_3_catches_release_without_owner_check() {
+    lease_takeover(Some(Mutant::ReleaseWithoutOwnerCheck));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 4. An owner's release races with a lease takeover and with a plain claim: a release
+// never clears an owner word it does not own.
+//
+// Bound 2: the release is one CAS; one preemption puts it on either side of each
+// claimant's look-then-CAS, a second lets both claimants' windows overlap it.
+fn release_vs_takeover(mutant: Option<Mutant>) {
+    check(2, move || {
+        let world = World::initialised(mutant);
+        let procs = registered(&world, &[1, 2, 3]);
+        let index_of: Vec<usize> = procs.iter().map(|(_, r)| r.index).collect();
+        let mut procs = procs.into_iter();
+        let (owner, owner_reg) = procs.next().unwrap();
+        world.set_clock(STAMPED_AT);
+        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        assert!(writer::heartbeat(
+            owner.page(),
+            &owner,
+            owner_reg.index,
+            held.word
+        ));
+        world.set_clock(STAMPED_AT + LEASE + 1);
+        let owner_thread = spawn(move || {
+            owner
+                .run(None, |p| writer::release(p.page(), p, held.word))
+                .result
+                .unwrap()
+        });
+        let claimants: Vec<_> = procs
+            .zip([Some(LEASE), None])
+            .map(|((p, reg), lease)| {
+                spawn(move || {
+                    p.run(None, |p| writer::try_claim(p.page(), p, reg.index, lease))
+                        .result
+                        .unwrap()
+                })
+            })
+            .collect();
+        let released = owner_thread.join().unwrap();
+        let results: Vec<_> = claimants.into_iter().map(|t| t.join().unwrap()).collect();
+        let writes = world.owner_writes();
+        assert_only_owners_free(&writes, |pid| {
+            index_of.get((pid as usize).checked_sub(1)?).copied()
+        });
+        assert_owner_history_sound(&writes);
+        let winners: Vec<&Claim> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "exactly one claimant wins: {results:?}");
+        assert_eq!(
+            world.page.writer.owner.load(SeqCst),
+            winners[0].word,
+            "a release cleared its successor's owner word"
+        );
+        // The release succeeded exactly when it came before every claim.
+        assert_eq!(released, writes[2].by == 1);
+    });
+}
+
+#[test]
+fn model_4_release_never_clears_a_successor() {
+    release_vs_takeover(None);
+}
+
+#[test]
+#[should_panic(expected = "freed an owner word it did not own")]
+fn model_4_catches_release_without_owner_check() {
+    release_vs_takeover(Some(Mutant::ReleaseWithoutOwnerCheck));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 5. Two processes attach and detach readers while reaping, a third only reaps, and
+// one reader process dies at every crash point: no live member is ever reaped, the dead
+// one is reaped exactly once (counting a final sweep), and afterwards the reader count
+// equals the live guards.
+//
+// Bound 2: a double reap needs both reapers between their look at the dead entry and
+// their clearing of it (one preemption); the second lets the death land between a
+// reaper's look and its lock attempt.
+fn readers_and_reaping(mutant: Option<Mutant>) {
+    crash_points(|crash| {
+        check(2, move || {
+            let world = World::initialised(mutant);
+            let mut procs = registered(&world, &[1, 2, 3]).into_iter();
+            let (dying, dying_reg) = procs.next().unwrap();
+            let (reader, reader_reg) = procs.next().unwrap();
+            let (reaper, reaper_reg) = procs.next().unwrap();
+            let crash = crash.clone();
+            let dying_thread = spawn(move || {
+                dying.run(Some(crash), |p| {
+                    assert!(members::attach(p.page(), dying_reg.index));
+                    assert!(members::attach(p.page(), dying_reg.index));
+                    members::detach(p.page(), dying_reg.index);
+                });
+            });
+            let reader_thread = spawn(move || {
+                let reaped = reader
+                    .run(None, |p| {
+                        assert!(members::attach(p.page(), reader_reg.index));
+                        members::detach(p.page(), reader_reg.index);
+                        assert!(members::attach(p.page(), reader_reg.index));
+                        members::reap_all(p.page(), p, Some(reader_reg.index))
+                    })
+                    .result
+                    .unwrap();
+                (reader, reaped)
+            });
+            let reaper_thread = spawn(move || {
+                let reaped = reaper
+                    .run(None, |p| {
+                        members::reap_all(p.page(), p, Some(reaper_reg.index))
+                    })
+                    .result
+                    .unwrap();
+                (reaper, reaped)
+            });
+            dying_thread.join().unwrap();
+            let (reader, by_reader) = reader_thread.join().unwrap();
+            let (reaper, by_reaper) = reaper_thread.join().unwrap();
+            // Whoever notices later (an opener, `reap()`, the CLI) sweeps what is left.
+            let sweeper = Process::new(&world, 9);
+            let swept = members::reap_all(&world.page, &sweeper, None);
+            let all: [&[Reaped]; 3] = [&by_reader, &by_reaper, &swept];
+            assert_eq!(
+                reaped_count(&all, dying_reg.index),
+                1,
+                "the dead member is reaped exactly once: {all:?}"
+            );
+            assert_eq!(
+                reaped_count(&all, reader_reg.index),
+                0,
+                "a live member was reaped"
+            );
+            assert_eq!(
+                reaped_count(&all, reaper_reg.index),
+                0,
+                "a live member was reaped"
+            );
+            assert_entry_intact(&world, &reader, &reader_reg);
+            assert_entry_intact(&world, &reaper, &reaper_reg);
+            let dead = &world.page.members[dying_reg.index];
+            assert_eq!(dead.identity.load(SeqCst), 0);
+            assert_eq!(dead.readers.load(SeqCst), 0);
+            assert_eq!(
+                members::reader_count(&world.page, &sweeper),
+                1,
+                "the reader count is the live guards"
+            );
+        });
+    });
+}
+
+#[test]
+fn model_5_dead_reader_reaped_exactly_once() {
+    readers_and_reaping(None);
+}
+
+#[test]
+#[should_panic(expected = "the dead member is reaped exactly once")]
+fn model_5_catches_reap_without_lock() {
+    readers_and_reaping(Some(Mutant::ReapWithoutLock));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 6. A dead owner's entry is reaped by a bystander while two new processes register
+// (and so reap, and may take the same entry) and then claim: the dead member's state is
+// cleared exactly once and nothing of a new member's reset is lost, no entry has two
+// owners, and the owner word naming the dead incarnation is never mistaken for a new one.
+//
+// Bound 2: the conflicts are on one entry's lock and words; one preemption puts the
+// bystander's reap inside a registration, the second puts the other registrant there too.
+fn registration_vs_reaping(mutant: Option<Mutant>) {
+    check(2, move || {
+        let world = World::initialised(mutant);
+        let dead = Process::new(&world, 1);
+        let (dead_reg, _) = dead.register();
+        let dead_claim = writer::try_claim(dead.page(), &dead, dead_reg.index, None).unwrap();
+        assert!(members::attach(dead.page(), dead_reg.index));
+        dead.kill();
+        let registrants: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|pid| {
+                let p = Process::new(&world, pid);
+                spawn(move || {
+                    let (reg, reaped, claim) = p
+                        .run(None, |p| {
+                            let (reg, reaped) = p.register();
+                            let claim = writer::try_claim(p.page(), p, reg.index, None);
+                            assert!(
+                                !matches!(claim, Err(ClaimError::AlreadyOurs { .. })),
+                                "a new member mistook the dead incarnation's owner word for its own"
+                            );
+                            (reg, reaped, claim)
+                        })
+                        .result
+                        .unwrap();
+                    (p, reg, reaped, claim)
+                })
+            })
+            .collect();
+        let bystander = spawn({
+            let p = Process::new(&world, 4);
+            move || {
+                p.run(None, |p| members::reap_all(p.page(), p, None))
+                    .result
+                    .unwrap()
+            }
+        });
+        let registrants: Vec<_> = registrants.into_iter().map(|t| t.join().unwrap()).collect();
+        let by_bystander = bystander.join().unwrap();
+        let (a, b) = (&registrants[0], &registrants[1]);
+        assert_ne!(a.1.index, b.1.index, "two live members share an entry");
+        for (p, reg, _, _) in &registrants {
+            assert_entry_intact(&world, p, reg);
+            let entry = &world.page.members[reg.index];
+            assert_eq!(
+                entry.readers.load(SeqCst),
+                0,
+                "a new member inherited readers"
+            );
+        }
+        let mut cleared = reaped_count(&[&by_bystander, &a.2, &b.2], dead_reg.index);
+        for (_, _, _, claim) in &registrants {
+            if let Ok(Claim {
+                takeover: Some(Takeover::Dead { pid: 1, .. }),
+                ..
+            }) = claim
+            {
+                cleared += 1;
+            }
+        }
+        assert_eq!(cleared, 1, "the dead member is cleared exactly once");
+        let winners: Vec<&Claim> = registrants
+            .iter()
+            .filter_map(|r| r.3.as_ref().ok())
+            .collect();
+        // A single attempt may find the dead owner's entry locked by whoever is reaping
+        // it (Busy, the dead generation); it never finds the dead owner passed off as new.
+        assert!(winners.len() <= 1, "two new members won the writer role");
+        let final_word = world.page.writer.owner.load(SeqCst);
+        match winners.first() {
+            Some(winner) => {
+                assert_eq!(winner.generation, dead_claim.generation + 1);
+                assert_eq!(final_word, winner.word);
+            }
+            None => assert_eq!(
+                final_word,
+                owner_word(dead_claim.generation, None),
+                "the dead owner's word outlived every reap of it"
+            ),
+        }
+        assert_owner_history_sound(&world.owner_writes());
+        let observer = Process::new(&world, 9);
+        assert_eq!(members::reader_count(&world.page, &observer), 0);
+    });
+}
+
+#[test]
+fn model_6_registration_and_reaping_agree() {
+    registration_vs_reaping(None);
+}
+
+#[test]
+#[should_panic(expected = "mistook the dead incarnation's owner word")]
+fn model_6_catches_register_without_clearing_owner() {
+    registration_vs_reaping(Some(Mutant::RegisterWithoutClearingOwner));
+}
+
+#[test]
+#[should_panic(expected = "the dead member is cleared exactly once")]
+fn model_6_catches_reap_without_lock() {
+    registration_vs_reaping(Some(Mutant::ReapWithoutLock));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 7. Two openers of a fresh page take the dead-man switch as the open sequence does
+// while an inspector reads line 0 without any lock: exactly one opener initialises, the
+// other finds a valid page, and no look ever sees a half-written line 0 (only "not ours
+// yet", "being initialised" or the complete line 0).
+//
+// Bound 2: the switch serialises the openers, so the only race is the inspector's few
+// loads against the initialiser's stores to line 0; two preemptions put the inspector's
+// look at any point of the initialisation and let the second opener try the switch there.
+fn initialisation(mutant: Option<Mutant>) {
+    check(2, move || {
+        let world = World::fresh(mutant);
+        let initialisers = Arc::new(AtomicUsize::new(0));
+        let openers: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|pid| {
+                let p = Process::new(&world, pid);
+                let initialisers = initialisers.clone();
+                spawn(move || {
+                    p.run(None, |p| open(p, &initialisers)).result.unwrap();
+                })
+            })
+            .collect();
+        let inspector = spawn({
+            let world = world.clone();
+            move || {
+                let seen = world.page.validate();
+                assert!(
+                    matches!(seen, Ok(()) | Err(Invalid::NotOurs | Invalid::Initialising)),
+                    "a look at line 0 saw it half-written: {seen:?}"
+                );
+            }
+        });
+        for t in openers {
+            t.join().unwrap();
+        }
+        inspector.join().unwrap();
+        assert_eq!(
+            initialisers.load(SeqCst),
+            1,
+            "exactly one opener initialises"
+        );
+        assert_eq!(world.page.validate(), Ok(()));
+        assert_eq!(
+            world.page.writer.owner.load(SeqCst),
+            owner_word(SEED, None),
+            "the page starts from the seed generation"
+        );
+    });
+}
+
+/// The dead-man-switch part of the open sequence (`sys::open`) on the modelled lock table:
+/// an opener that gets the switch exclusively is alone and may write the page, then
+/// downgrades to shared; any other opener waits for a shared lock and only validates.
+fn open(p: &Process, initialisers: &AtomicUsize) {
+    loop {
+        if p.try_lock_switch_exclusive() {
+            match p.page().validate() {
+                Err(Invalid::NotOurs) => {
+                    p.page().initialise(p, 1, SEED, ORIGIN_CREATED);
+                    initialisers.fetch_add(1, SeqCst);
+                }
+                Ok(()) => {
+                    let recovery = recover_alone(p.page(), p);
+                    assert!(!recovery.found_stale_state());
+                }
+                Err(why) => panic!("an opener alone found {why:?}"),
+            }
+            assert!(p.try_lock_switch_shared(), "the holder downgrades");
+            return;
+        }
+        if p.try_lock_switch_shared() {
+            assert_eq!(
+                p.page().validate(),
+                Ok(()),
+                "an opener that is not alone found line 0 invalid"
+            );
+            let snapshot = protocol::snapshot(p.page(), p, None);
+            assert_eq!(snapshot.generation, SEED);
+            return;
+        }
+        p.world().wait_until_switch_not_exclusive();
+    }
+}
+
+#[test]
+fn model_7_exactly_one_opener_initialises() {
+    initialisation(None);
+}
+
+#[test]
+#[should_panic(expected = "saw it half-written")]
+fn model_7_catches_magic_published_first() {
+    initialisation(Some(Mutant::MagicPublishedFirst));
 }
