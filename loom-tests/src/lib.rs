@@ -154,10 +154,11 @@ fn step() {
     let die = CONTEXT.with(|c| {
         let mut c = c.borrow_mut();
         let Some(c) = c.as_mut() else { return false };
-        let Some(crash) = &c.crash else { return false };
-        if c.steps == crash.step {
-            crash.reached.store(true, SeqCst);
-            return true;
+        if let Some(crash) = &c.crash {
+            if c.steps == crash.step {
+                crash.reached.store(true, SeqCst);
+                return true;
+            }
         }
         c.steps += 1;
         false
@@ -200,6 +201,18 @@ pub fn crash_point_from_env() -> Option<usize> {
     std::env::var("LOOM_CRASH_POINT")
         .ok()
         .map(|v| v.parse().expect("LOOM_CRASH_POINT must be a step number"))
+}
+
+/// Run `model` once per crash point in `steps` (for scripts too long to crash at every
+/// step), or only at the one named by `LOOM_CRASH_POINT`.
+pub fn chosen_crash_points(steps: &[usize], mut model: impl FnMut(CrashPoint)) {
+    let steps = crash_point_from_env().map_or(steps.to_vec(), |step| vec![step]);
+    for step in steps {
+        model(CrashPoint {
+            step,
+            reached: Default::default(),
+        });
+    }
 }
 
 /// Like [`for_each_crash_point`], or only the crash point named by `LOOM_CRASH_POINT`.
@@ -321,6 +334,8 @@ pub struct Ran<R> {
     pub result: Option<R>,
     /// Whether the process is dead now (it had a crash point).
     pub died: bool,
+    /// Side-effecting steps the process completed.
+    pub steps: usize,
 }
 
 impl Process {
@@ -372,7 +387,7 @@ impl Process {
             })
         });
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| script(self)));
-        CONTEXT.with(|c| *c.borrow_mut() = None);
+        let steps = CONTEXT.with(|c| c.borrow_mut().take().map_or(0, |c| c.steps));
         let result = match outcome {
             Ok(result) => Some(result),
             Err(payload) if payload.is::<Crashed>() => None,
@@ -384,6 +399,7 @@ impl Process {
         Ran {
             result,
             died: mortal,
+            steps,
         }
     }
 
