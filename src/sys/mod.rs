@@ -509,6 +509,12 @@ pub(crate) fn open(path: &Path, params: &OpenParams) -> Result<Opened> {
                         key,
                     })
                 }
+                // An all-zero page is an initialiser that died after sizing the file and
+                // before its first store (we got the switch shared the moment the kernel
+                // dropped its lock): nothing to lose, like an interrupted initialisation.
+                Err(Invalid::NotOurs) if read_prefix(path, &file, len)?.iter().all(|&b| b == 0) => {
+                    Invalid::Initialising
+                }
                 Err(why) => why,
             }
         };
