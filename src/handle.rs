@@ -169,9 +169,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Whether this process is the one that opened the file (not a forked child). A
+    /// `bool`, not a `Result`: the hot paths would otherwise drop an `Error` every call.
+    #[inline]
+    fn same_process(&self) -> bool {
+        sys::fork_epoch() == self.fork_epoch
+    }
+
     #[inline]
     fn check_fork(&self) -> Result<()> {
-        if sys::fork_epoch() == self.fork_epoch {
+        if self.same_process() {
             Ok(())
         } else {
             Err(Error::ForkedHandle)
@@ -383,9 +390,12 @@ impl ShmLock {
         self.claim(Some(timeout))
     }
 
+    #[inline]
     fn claim(&self, timeout: Option<Duration>) -> Result<WriterGuard> {
         let inner = &self.inner;
-        inner.check_fork()?;
+        if !inner.same_process() {
+            return Err(Error::ForkedHandle);
+        }
         let page = inner.mapping.page();
         let plat = inner.mapping.platform();
         let lease_ns = self
@@ -403,12 +413,7 @@ impl ShmLock {
         match result {
             Ok(claim) => {
                 if let Some(t) = claim.takeover {
-                    log::warn!(
-                        "{}: took over the writer role at generation {}: {}",
-                        inner.mapping.path.display(),
-                        claim.generation,
-                        describe_takeover(&t)
-                    );
+                    log_takeover(&inner.mapping.path, claim.generation, &t);
                 }
                 Ok(WriterGuard {
                     inner: Arc::clone(inner),
@@ -416,15 +421,7 @@ impl ShmLock {
                     released: false,
                 })
             }
-            Err(ClaimError::Busy {
-                pid, generation, ..
-            }) => Err(Error::WriterBusy { pid, generation }),
-            // The owner word names this process: one of its guards holds the role.
-            Err(ClaimError::AlreadyOurs { .. }) => Err(Error::AlreadyWriter),
-            Err(ClaimError::GenerationExhausted) => Err(Error::corrupt(
-                &inner.mapping.path,
-                "the generation counter is exhausted (the page was damaged); delete the file when nothing uses it",
-            )),
+            Err(e) => Err(claim_error(&inner.mapping.path, e)),
         }
     }
 
@@ -446,7 +443,9 @@ impl ShmLock {
     /// ```
     pub fn attach_reader(&self) -> Result<ReaderGuard> {
         let inner = &self.inner;
-        inner.check_fork()?;
+        if !inner.same_process() {
+            return Err(Error::ForkedHandle);
+        }
         if !members::attach(inner.mapping.page(), inner.index()) {
             return Err(Error::TooManyReaders {
                 limit: MAX_READERS_PER_MEMBER,
@@ -460,7 +459,7 @@ impl ShmLock {
     /// The state of the file now: owner, members, readers. Liveness comes from the kernel.
     pub fn snapshot(&self) -> Snapshot {
         let inner = &self.inner;
-        let me = (inner.check_fork().is_ok()).then(|| inner.index());
+        let me = inner.same_process().then(|| inner.index());
         protocol::snapshot(inner.mapping.page(), &inner.mapping.platform(), me)
     }
 
@@ -537,6 +536,30 @@ fn log_reaped(path: &Path, reaped: &[members::Reaped]) {
     }
 }
 
+#[cold]
+fn claim_error(path: &Path, e: ClaimError) -> Error {
+    match e {
+        ClaimError::Busy {
+            pid, generation, ..
+        } => Error::WriterBusy { pid, generation },
+        // The owner word names this process: one of its guards holds the role.
+        ClaimError::AlreadyOurs { .. } => Error::AlreadyWriter,
+        ClaimError::GenerationExhausted => Error::corrupt(
+            path,
+            "the generation counter is exhausted (the page was damaged); delete the file when nothing uses it",
+        ),
+    }
+}
+
+#[cold]
+fn log_takeover(path: &Path, generation: u64, t: &Takeover) {
+    log::warn!(
+        "{}: took over the writer role at generation {generation}: {}",
+        path.display(),
+        describe_takeover(t)
+    );
+}
+
 fn describe_takeover(t: &Takeover) -> String {
     match t {
         Takeover::Dead { pid, generation } => {
@@ -603,7 +626,7 @@ impl WriterGuard {
     #[inline]
     pub fn is_current(&self) -> bool {
         let inner = &self.inner;
-        inner.check_fork().is_ok()
+        inner.same_process()
             && writer::is_current(
                 inner.mapping.page(),
                 &inner.mapping.platform(),
@@ -643,7 +666,7 @@ impl WriterGuard {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        if !self.released && self.inner.check_fork().is_ok() {
+        if !self.released && self.inner.same_process() {
             self.do_release();
         }
     }
@@ -676,7 +699,7 @@ impl Drop for ReaderGuard {
     #[inline]
     fn drop(&mut self) {
         // In a forked child the count belongs to the parent: leave it alone.
-        if self.inner.check_fork().is_ok() {
+        if self.inner.same_process() {
             members::detach(self.inner.mapping.page(), self.inner.index());
         }
     }
