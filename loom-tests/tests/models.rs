@@ -891,17 +891,17 @@ fn model_7b_catches_magic_published_first() {
     initialisation_with_dying_opener(Some(Mutant::MagicPublishedFirst), true);
 }
 
-/// Model 7b with the open sequence exactly as `sys::open` has it today. It fails: the first
-/// opener takes the switch exclusively, sizes the file to a page and dies before its first
-/// store (crash point 1); the second opener, which found the switch taken, gets it shared
-/// the moment the kernel drops the dead one's lock, so it is "not alone", maps a page of
-/// zeros, and `validate` says `NotOurs` — which `sys::open` reports as "not a shmlock lock
-/// file" (`Error::Corrupt`) instead of upgrading to alone and initialising, as it does for
-/// a half-initialised page. A retry succeeds (the opener is then alone), so the harm is a
-/// spurious error; ignored until `sys::open` treats an all-zero page like an interrupted
-/// initialisation (what `zero_page_heals` models).
+/// Model 7b with the open sequence as `sys::open` had it before commit 5ce63d5, which this
+/// model found: the first opener takes the switch exclusively, sizes the file to a page and
+/// dies before its first store (crash point 1); the second opener, which found the switch
+/// taken, gets it shared the moment the kernel drops the dead one's lock, so it is "not
+/// alone", maps a page of zeros, and `validate` says `NotOurs` — which `sys::open` reported
+/// as "not a shmlock lock file" (`Error::Corrupt`) instead of upgrading to alone and
+/// initialising, as it does for a half-initialised page. `sys::open` now treats an all-zero
+/// page like an interrupted initialisation (what `zero_page_heals` models); this run keeps
+/// the old behaviour as the mutant the model must catch.
 #[test]
-#[ignore = "finds a spurious Corrupt error in sys::open (see the comment); run with --ignored"]
-fn model_7b_open_sequence_as_in_sys_open() {
+#[should_panic(expected = "an opener that is not alone found line 0 invalid")]
+fn model_7b_catches_zero_page_reported_as_not_ours() {
     initialisation_with_dying_opener(None, false);
 }
