@@ -166,6 +166,10 @@ pub(crate) struct Inner {
     mapping: Arc<Mapping>,
     registration: Registration,
     fork_epoch: u64,
+    /// The page's generation seed, read when it validated: every generation the page can
+    /// legitimately hold is at or above it, so a claim at or below it means the page was
+    /// truncated or overwritten under its live users (see `ShmLock::claim`).
+    generation_floor: u64,
 }
 
 impl Inner {
@@ -290,10 +294,17 @@ impl ShmLock {
             Settled::Recovered(_) => OpenState::Reopened,
         };
         log_reaped(path, &reaped);
+        let generation_floor = opened
+            .mapping
+            .page()
+            .header
+            .generation_seed
+            .load(Ordering::Acquire);
         let inner = Arc::new(Inner {
             mapping: opened.mapping,
             registration,
             fork_epoch: sys::fork_epoch(),
+            generation_floor,
         });
         let mut registry = sys::REGISTRY.lock();
         registry.retain(|(_, weak)| weak.strong_count() > 0);
@@ -412,6 +423,9 @@ impl ShmLock {
         };
         match result {
             Ok(claim) => {
+                if claim.generation <= inner.generation_floor {
+                    return Err(page_reset_under_us(inner, claim));
+                }
                 if let Some(t) = claim.takeover {
                     log_takeover(&inner.mapping.path, claim.generation, &t);
                 }
@@ -534,6 +548,29 @@ fn log_reaped(path: &Path, reaped: &[members::Reaped]) {
                 .unwrap_or_default()
         );
     }
+}
+
+/// The claim won a generation the page cannot legitimately hold: someone truncated or
+/// overwrote the file under its live users (a cut below byte 72 zeroes the owner word).
+/// Give the claim back and refuse: handing out a generation that may repeat an earlier
+/// one would break fencing.
+#[cold]
+fn page_reset_under_us(inner: &Inner, claim: Claim) -> Error {
+    writer::release(inner.mapping.page(), &inner.mapping.platform(), claim.word);
+    log::error!(
+        "{}: refused claim at generation {}: the page was truncated or overwritten while in use",
+        inner.mapping.path.display(),
+        claim.generation
+    );
+    Error::corrupt(
+        &inner.mapping.path,
+        format!(
+            "its generation fell to {} (below its start, {}): the file was truncated or overwritten while processes use it; \
+             stop them (see `shmlock inspect`) and the next opener heals it",
+            claim.generation - 1,
+            inner.generation_floor
+        ),
+    )
 }
 
 #[cold]

@@ -357,3 +357,37 @@ fn a_heal_restarts_the_generation_above_a_plausible_old_one_that_outran_the_cloc
         "{generation}"
     );
 }
+
+#[test]
+fn a_page_truncated_under_a_live_user_refuses_claims_instead_of_restarting_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut-shm");
+    let lock = ShmLock::open(&path).unwrap();
+    let writer = lock.try_claim_writer().unwrap();
+    let generation = writer.generation();
+    // Someone cuts the file below the owner word (bytes 64..72) while it is in use: the
+    // rest of the still-backed page reads as zeros.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(40)
+        .unwrap();
+    assert!(
+        !writer.is_current(),
+        "the owner word is gone: the writer is deposed"
+    );
+    assert!(matches!(writer.heartbeat(), Err(Error::Deposed { .. })));
+    drop(writer);
+    // A claim now would hand out generation 1, repeating an old fencing token: refused.
+    match lock.try_claim_writer() {
+        Err(Error::Corrupt { reason, .. }) => {
+            assert!(reason.contains("truncated or overwritten"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?} (generation was {generation})"),
+    }
+    assert!(
+        lock.snapshot().owner.is_none(),
+        "the refused claim was given back"
+    );
+}
