@@ -34,10 +34,20 @@ pub trait Word: Send + Sync {
     fn fetch_add(&self, value: u64, order: Ordering) -> u64;
     /// Atomic wrapping subtract; returns the previous value.
     fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
+
+    /// Where the protocol relies on the single total order of `SeqCst` accesses (the
+    /// handshake between a waiting claimant and a release: each writes one word, then
+    /// reads the other's), it calls this between the two. For real atomics it does
+    /// nothing: `SeqCst` accesses already give that order. Loom models `SeqCst` accesses
+    /// as acquire/release only (a documented loom limitation) but models `SeqCst` fences
+    /// exactly, so its word issues one here, and the models check the handshake under the
+    /// semantics production actually has.
+    #[inline(always)]
+    fn seq_cst_order_point() {}
 }
 
 macro_rules! impl_word {
-    ($ty:ty) => {
+    ($ty:ty, $order_point:block) => {
         impl Word for $ty {
             #[inline]
             fn new(value: u64) -> Self {
@@ -69,13 +79,17 @@ macro_rules! impl_word {
             fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
                 <$ty>::fetch_sub(self, value, order)
             }
+            #[inline(always)]
+            fn seq_cst_order_point() $order_point
         }
     };
 }
 
-impl_word!(std::sync::atomic::AtomicU64);
+impl_word!(std::sync::atomic::AtomicU64, {});
 #[cfg(feature = "loom")]
-impl_word!(loom::sync::atomic::AtomicU64);
+impl_word!(loom::sync::atomic::AtomicU64, {
+    loom::sync::atomic::fence(Ordering::SeqCst)
+});
 
 /// A deliberate bug the protocol can be told to commit, so that the loom models can show
 /// they catch it (see `loom-tests/README.md`). Production platforms never select one; the
@@ -97,6 +111,9 @@ pub enum Mutant {
     HeartbeatWithoutOwnerCheck,
     /// Do not bump the generation when claiming.
     ClaimWithoutGenerationBump,
+    /// A waiting claimant counts itself in `waiters` only after its look at the owner word
+    /// (just before it sleeps), so a release in between skips the wake-up.
+    WaiterCountedAfterLook,
 }
 
 /// What the protocol needs from the world besides the page itself.

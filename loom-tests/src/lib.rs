@@ -21,7 +21,9 @@
 //!   [`for_each_crash_point`] runs a model once per crash point until the point lies past
 //!   the script's end in every explored interleaving.
 //! * **The clock**: a loom atomic the test sets ([`World::set_clock`]); `now()` reads it.
-//! * **Waiting**: `wait` is `loom::thread::yield_now`.
+//! * **Waiting**: `wait` is a futex: it blocks on a loom `Condvar` until its word changes,
+//!   `wake_all` signals it, and [`World::no_more_wake_ups`] turns a sleeper nobody will
+//!   wake into a "lost wake-up" failure.
 //! * **Mutations**: `mutant()` answers with the [`Mutant`] the model was built with, which is
 //!   how a model is run against a deliberately broken protocol without editing a file.
 
@@ -79,6 +81,10 @@ impl Word for StepWord {
         let before = Word::fetch_add(&self.0, value, order);
         self.log_write(before.wrapping_add(value));
         before
+    }
+
+    fn seq_cst_order_point() {
+        <LoomU64 as Word>::seq_cst_order_point()
     }
 
     fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
@@ -237,6 +243,8 @@ struct LockTable {
     switch_exclusive: u32,
     /// Bit `pid` set: process `pid` holds the switch shared.
     switch_shared: u64,
+    /// Set by [`World::no_more_wake_ups`]: nothing will wake a sleeper any more.
+    no_more_wake_ups: bool,
 }
 
 /// Everything shared by the modelled processes of one execution.
@@ -247,6 +255,10 @@ pub struct World {
     /// Signalled whenever a lock is let go (unlock, downgrade, death): what a blocked
     /// `F_OFD_SETLKW` (the production death watcher, a waiting opener) wakes on.
     released: Condvar,
+    /// What `wait` sleeps on and `wake_all` signals: the futex of the production platform.
+    /// `wait` checks its word under `locks`, and `wake_all` signals under it, so a wake-up
+    /// after the check cannot be lost — as with `FUTEX_WAIT`'s atomic compare-and-sleep.
+    woken: Condvar,
     clock: LoomU64,
     mutant: Option<Mutant>,
 }
@@ -260,8 +272,10 @@ impl World {
                 members: [0; MEMBER_CAPACITY],
                 switch_exclusive: 0,
                 switch_shared: 0,
+                no_more_wake_ups: false,
             }),
             released: Condvar::new(),
+            woken: Condvar::new(),
             clock: LoomU64::new(0),
             mutant,
         });
@@ -312,6 +326,15 @@ impl World {
         while table.switch_exclusive != 0 {
             table = self.released.wait(table).unwrap();
         }
+    }
+
+    /// Declare that no process will wake a sleeper any more (every release and death of
+    /// the model has happened). A process that then finds itself asleep in
+    /// [`Platform::wait`] on an unchanged word was missed by a wake-up: the model panics
+    /// with "lost wake-up" (production would sleep out its bounded slice instead).
+    pub fn no_more_wake_ups(&self) {
+        self.locks.lock().unwrap().no_more_wake_ups = true;
+        self.woken.notify_all();
     }
 
     /// Who holds member `index`'s lock (0: nobody).
@@ -490,11 +513,24 @@ impl Platform for Process {
         self.world.clock.load(SeqCst)
     }
 
-    fn wait(&self, _word: &StepWord, _expected: u64, _timeout: Duration) {
-        loom::thread::yield_now();
+    /// Blocks until `word` no longer holds `expected` — a futex wait with no timeout. A
+    /// wake-up the protocol fails to send is reported as "lost wake-up" once the model
+    /// declares [`World::no_more_wake_ups`] (production would sleep out its bounded slice).
+    fn wait(&self, word: &StepWord, expected: u64, _timeout: Duration) {
+        let mut table = self.world.locks.lock().unwrap();
+        while word.load(SeqCst) == expected {
+            assert!(
+                !table.no_more_wake_ups,
+                "lost wake-up: asleep on an unchanged word after every wake-up was sent"
+            );
+            table = self.world.woken.wait(table).unwrap();
+        }
     }
 
-    fn wake_all(&self, _word: &StepWord) {}
+    fn wake_all(&self, _word: &StepWord) {
+        let _table = self.world.locks.lock().unwrap();
+        self.world.woken.notify_all();
+    }
 
     fn mutant(&self, mutant: Mutant) -> bool {
         self.world.mutant == Some(mutant)

@@ -905,3 +905,62 @@ fn model_7b_catches_magic_published_first() {
 fn model_7b_catches_zero_page_reported_as_not_ours() {
     initialisation_with_dying_opener(None, false);
 }
+
+// ---------------------------------------------------------------------------------------
+// Model 8. A claimant asleep in `claim_until` while the owner releases: the release always
+// wakes it (no lost wake-up), and it claims the next generation.
+//
+// The modelled `wait` blocks with no timeout until `wake_seq` changes; once the release is
+// done the model says no wake-up will come any more, and a claimant still asleep then was
+// missed (production would only sleep until its 5 ms slice ran out). The release
+// skips the wake-up when `waiters` reads 0; the claimant counts itself before its first
+// look at the owner word, which is what makes that skip safe.
+//
+// Bound 3: the race is the claimant's look-count-sleep against the release's
+// CAS-read-bump; two preemptions place the release anywhere in that window, a third lets
+// the claimant's retry interleave with it too.
+fn waiting_claimant_is_woken(mutant: Option<Mutant>) {
+    check(3, move || {
+        let world = World::initialised(mutant);
+        let mut procs = registered(&world, &[1, 2]).into_iter();
+        let (owner, owner_reg) = procs.next().unwrap();
+        let (claimant, claimant_reg) = procs.next().unwrap();
+        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        let waiting = spawn(move || {
+            claimant
+                .run(None, |p| {
+                    writer::claim_until(p.page(), p, claimant_reg.index, None, u64::MAX)
+                })
+                .result
+                .unwrap()
+        });
+        let released = owner
+            .run(None, |p| writer::release(p.page(), p, held.word))
+            .result
+            .unwrap();
+        assert!(released, "the owner's release succeeds");
+        world.no_more_wake_ups();
+        let claim = waiting
+            .join()
+            .unwrap()
+            .expect("the waiting claimant claims");
+        assert_eq!(claim.generation, held.generation + 1);
+        assert_eq!(
+            world.page.writer.waiters.load(SeqCst),
+            0,
+            "waiters back to 0"
+        );
+        assert_owner_history_sound(&world.owner_writes());
+    });
+}
+
+#[test]
+fn model_8_release_wakes_a_waiting_claimant() {
+    waiting_claimant_is_woken(None);
+}
+
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn model_8_catches_waiter_counted_after_its_look() {
+    waiting_claimant_is_woken(Some(Mutant::WaiterCountedAfterLook));
+}

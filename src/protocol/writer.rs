@@ -262,7 +262,13 @@ pub fn claim_until<P: Platform>(
     deadline: u64,
 ) -> Result<Claim, ClaimError> {
     let writer = &page.writer;
-    writer.waiters.fetch_add(1, SeqCst);
+    let counted_late = plat.mutant(Mutant::WaiterCountedAfterLook);
+    if !counted_late {
+        writer.waiters.fetch_add(1, SeqCst);
+        // Our count, then our looks at the owner word; a release: its CAS, then its read
+        // of the count. SeqCst orders the pairs (see Word::seq_cst_order_point).
+        P::Word::seq_cst_order_point();
+    }
     let mut watched: Option<Watched> = None;
     let result = loop {
         let seq = writer.wake_seq.load(SeqCst);
@@ -293,9 +299,17 @@ pub fn claim_until<P: Platform>(
                 slice = slice.min(expires.saturating_sub(now).max(1));
             }
         }
+        if counted_late {
+            writer.waiters.fetch_add(1, SeqCst);
+        }
         plat.wait(&writer.wake_seq, seq, Duration::from_nanos(slice));
+        if counted_late {
+            writer.waiters.fetch_sub(1, SeqCst);
+        }
     };
-    writer.waiters.fetch_sub(1, SeqCst);
+    if !counted_late {
+        writer.waiters.fetch_sub(1, SeqCst);
+    }
     result
 }
 
@@ -338,6 +352,7 @@ pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
 /// A no-op (one load) when nobody waits.
 #[inline]
 pub fn wake_claimants<P: Platform>(page: &Page<P::Word>, plat: &P) {
+    P::Word::seq_cst_order_point();
     if page.writer.waiters.load(SeqCst) != 0 {
         page.writer.wake_seq.fetch_add(1, SeqCst);
         plat.wake_all(&page.writer.wake_seq);
