@@ -391,3 +391,50 @@ fn a_page_truncated_under_a_live_user_refuses_claims_instead_of_restarting_gener
         "the refused claim was given back"
     );
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_filesystem_is_an_io_error_and_an_existing_file_can_still_be_inspected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("ro");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "shmlock-test"])
+        .arg(&mnt)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        println!("skipped: cannot mount a tmpfs here (not root, or no mount namespace rights)");
+        return;
+    }
+    let _guard = Mounted(mnt.clone());
+    let path = mnt.join("app.db-shm");
+    drop(ShmLock::open(&path).unwrap());
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let before = fs::read(&path).unwrap();
+    for target in [path.clone(), mnt.join("new-shm")] {
+        match ShmLock::open(&target).unwrap_err() {
+            Error::Io { op, source, .. } => {
+                assert_eq!(op, "open");
+                assert_eq!(source.kind(), std::io::ErrorKind::ReadOnlyFilesystem);
+            }
+            other => panic!("{}: {other}", target.display()),
+        }
+    }
+    let msg = ShmLock::open(&path).unwrap_err().to_string();
+    assert!(msg.contains("writable filesystem"), "{msg}");
+    assert!(shmlock::inspect(&path).unwrap().is_some());
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
