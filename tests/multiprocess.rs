@@ -274,3 +274,25 @@ fn a_full_member_table_refuses_the_next_process_until_one_dies() {
     assert!(late.ask("open").starts_with("ok Joined"));
     assert_eq!(observer.snapshot().live_members().count(), capacity);
 }
+
+#[test]
+fn an_owner_that_never_heartbeats_is_deposed_by_a_waiting_lease_claimant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("silent-shm");
+    let (mut owner, _) = open_agent(&path, None);
+    let generation = gen_of(&owner.ok("try_claim"));
+    owner.signal(Signal::SIGSTOP);
+    let (mut claimant, _) = open_agent(&path, Some(50));
+    // No heartbeat since its claim: a single attempt cannot tell how old it is.
+    let busy = claimant.ask("try_claim");
+    assert!(busy.starts_with("err busy"), "{busy}");
+    // A waiting claimant times it from when it first saw it own, and deposes it after
+    // the lease.
+    let start = std::time::Instant::now();
+    let words = claimant.ok("claim 30000");
+    assert_eq!(gen_of(&words), generation + 1);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    owner.signal(Signal::SIGCONT);
+    assert_eq!(owner.ok("is_current"), ["false"]);
+    assert!(owner.ask("heartbeat").starts_with("err deposed"));
+}
