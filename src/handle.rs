@@ -745,6 +745,15 @@ impl Drop for ReaderGuard {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn handles_and_guards_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::ShmLock>();
+        send_sync::<super::WriterGuard>();
+        send_sync::<super::ReaderGuard>();
+        send_sync::<super::Options>();
+    }
+
+    #[test]
     fn provisioning_env_values() {
         for yes in ["1", "true", "TRUE", "Yes", "on", " on "] {
             assert!(super::provision_env_says_yes(yes), "{yes:?}");
