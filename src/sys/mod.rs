@@ -465,10 +465,16 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
             Err(why) => return Err(invalid_to_error(path, len, why, false)),
         },
     };
+    // Converting our own exclusive lock to shared cannot conflict; should the kernel say
+    // otherwise, fail the open rather than run without the switch.
     if !os::try_lock(&mapping.file, LockKind::Shared, DEAD_MAN_SWITCH_BYTE)
         .map_err(|e| io_err("lock", path, e))?
     {
-        unreachable!("converting our own exclusive lock to shared cannot conflict");
+        return Err(io_err(
+            "downgrade the dead-man switch",
+            path,
+            io::Error::from(io::ErrorKind::WouldBlock),
+        ));
     }
     Ok((mapping, settled))
 }
