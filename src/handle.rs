@@ -567,7 +567,7 @@ fn page_reset_under_us(inner: &Inner, claim: Claim) -> Error {
         format!(
             "its generation fell to {} (below its start, {}): the file was truncated or overwritten while processes use it; \
              stop them (see `shmlock inspect`) and the next opener heals it",
-            claim.generation - 1,
+            claim.generation.saturating_sub(1),
             inner.generation_floor
         ),
     )

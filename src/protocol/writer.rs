@@ -328,9 +328,9 @@ pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u
     is_current(page, plat, word)
 }
 
-#[inline]
 /// Release the claim that wrote `word`: free the owner word (keeping the generation) only
 /// if it is still exactly `word`, then wake waiting claimants. `false` when deposed.
+#[inline]
 pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
     let free = owner_word(owner_generation(word), None);
     let released = if plat.mutant(Mutant::ReleaseWithoutOwnerCheck) {

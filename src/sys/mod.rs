@@ -340,6 +340,12 @@ fn take_dead_man_switch(path: &Path, file: &File) -> Result<bool> {
     }
 }
 
+/// A page of zeros: an initialiser sized the file and died before its first store. It
+/// holds nothing to lose, so it counts as empty.
+fn untouched_page(len: u64, prefix: &[u8]) -> bool {
+    len == PAGE_SIZE as u64 && prefix.iter().all(|&b| b == 0)
+}
+
 /// Read up to one page from the start of the file.
 fn read_prefix(path: &Path, file: &File, len: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len.min(PAGE_SIZE as u64) as usize];
@@ -411,8 +417,7 @@ fn plan_alone(path: &Path, file: &File, len: u64) -> Result<AlonePlan> {
         return Ok(AlonePlan::Initialise);
     }
     let prefix = read_prefix(path, file, len)?;
-    if len == PAGE_SIZE as u64 && prefix.iter().all(|&b| b == 0) {
-        // An initialiser died between sizing and its first store: nothing to lose.
+    if untouched_page(len, &prefix) {
         return Ok(AlonePlan::Initialise);
     }
     match classify_prefix(&prefix) {
@@ -442,24 +447,23 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
     // A heal restarts the generation from the clock, and above whatever the damaged
     // page's owner word still holds if that is plausible (a burst of claims can outrun
     // the clock); an implausible one (past half the range) is ignored as damage.
-    let heal_seed = match owner_generation(page.writer.owner.load(Ordering::Acquire)) {
+    let heal_seed = || match owner_generation(page.writer.owner.load(Ordering::Acquire)) {
         old if old < MAX_GENERATION / 2 => clock_seed.max(old + 1),
         _ => clock_seed,
     };
-    let seed = clock_seed;
     let settled = match plan {
         AlonePlan::Initialise => {
-            page.initialise(&plat, os::unix_ns(), seed, ORIGIN_CREATED);
+            page.initialise(&plat, os::unix_ns(), clock_seed, ORIGIN_CREATED);
             Settled::Created
         }
         AlonePlan::Heal(reason) => {
-            page.initialise(&plat, os::unix_ns(), heal_seed, ORIGIN_HEALED);
+            page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED);
             Settled::Healed(reason)
         }
         AlonePlan::Recover => match page.validate() {
             Ok(()) => Settled::Recovered(protocol::recover_alone(page, &plat)),
             Err(Invalid::Damaged(what)) => {
-                page.initialise(&plat, os::unix_ns(), heal_seed, ORIGIN_HEALED);
+                page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED);
                 Settled::Healed(format!("line 0 was damaged: {what}"))
             }
             Err(why) => return Err(invalid_to_error(path, len, why, false)),
@@ -515,10 +519,10 @@ pub(crate) fn open(path: &Path, params: &OpenParams) -> Result<Opened> {
                         key,
                     })
                 }
-                // An all-zero page is an initialiser that died after sizing the file and
-                // before its first store (we got the switch shared the moment the kernel
-                // dropped its lock): nothing to lose, like an interrupted initialisation.
-                Err(Invalid::NotOurs) if read_prefix(path, &file, len)?.iter().all(|&b| b == 0) => {
+                // We got the switch shared the moment the kernel dropped a dead
+                // initialiser's lock: treat its untouched page like an interrupted
+                // initialisation.
+                Err(Invalid::NotOurs) if untouched_page(len, &read_prefix(path, &file, len)?) => {
                     Invalid::Initialising
                 }
                 Err(why) => why,
@@ -554,7 +558,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Option<Snapshot>> {
         return Ok(None);
     }
     let prefix = read_prefix(path, &file, len)?;
-    if len == PAGE_SIZE as u64 && prefix.iter().all(|&b| b == 0) {
+    if untouched_page(len, &prefix) {
         return Ok(None);
     }
     if let Err(why) = classify_prefix(&prefix) {
