@@ -43,6 +43,44 @@ pub enum Error {
     /// This process already owns the writer role through another guard.
     #[error("this process already holds the writer role through another WriterGuard; use or drop that guard")]
     AlreadyWriter,
+    /// `publish` was given a version at or below the one already published: versions only
+    /// grow (they survive crashes, takeovers and reopens).
+    #[error("cannot publish version {version}: version {published} is already published, and published versions only grow; publish a higher one")]
+    VersionNotIncreasing {
+        /// The version given.
+        version: u64,
+        /// The version already published.
+        published: u64,
+    },
+    /// `publish` was given a version above the largest the page can hold.
+    #[error("cannot publish version {version}: versions must be at most {max} (2^48 - 2)")]
+    VersionTooLarge {
+        /// The version given.
+        version: u64,
+        /// The largest version the page can hold.
+        max: u64,
+    },
+    /// A wait ran out of time; nothing was changed.
+    #[error("timed out after {waited:?} waiting for {what}; wait longer or retry")]
+    Timeout {
+        /// What was awaited ("a version above 7", "readers to move past version 3", …).
+        what: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// `ShmLock::provision` found no lock file and provisioning is off, so it created none.
+    #[error("{path}: no lock file, and provisioning is off so none was created; set SHMLOCK_PROVISION=1 or call shmlock::set_provisioning_enabled(true) to let provision() create it")]
+    ProvisioningDisabled {
+        /// The lock file that is missing.
+        path: PathBuf,
+    },
+    /// `ShmLock::provision` (or a tool) was given a lock file where a data file was
+    /// expected; nothing was created or written.
+    #[error("{path}: is a shmlock lock file, not a data file; pass the data file (app.db), whose lock file is app.db-shm, or open the lock file itself with ShmLock::open")]
+    DataPathIsLockFile {
+        /// The path given.
+        path: PathBuf,
+    },
     /// This process has attached as many readers as one member entry can count.
     #[error("this process already has {limit} readers attached; detach some first")]
     TooManyReaders {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::page::{MAX_READERS_PER_MEMBER, MEMBER_CAPACITY};
+use crate::page::{lease_ms, LEASE_NONE_MS, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY};
 use crate::protocol::members::{self, Identity, Registration};
-use crate::protocol::writer::{self, Claim, ClaimError, Takeover};
+use crate::protocol::snapshots::{self, Pin, PublishError};
+use crate::protocol::writer::{self, Claim, ClaimError, Declaration, Takeover};
 use crate::protocol::{self};
 use crate::snapshot::{ReapReport, Snapshot};
+use crate::protocol::Recovery;
 use crate::sys::{self, Mapping, OpenParams, Settled};
 
 /// How [`ShmLock::open`] found the file.
@@ -28,9 +30,15 @@ pub enum OpenState {
     /// were cleared (the generation carries on).
     RecoveredFromCrash,
     /// Nobody had it open and the page was ours but damaged (torn, wrong size, bad
-    /// checksum): it was rewritten, and the generation restarted from the clock, above any
-    /// generation it can have reached before.
+    /// checksum) or of an older format: it was rewritten, the generation restarted from the
+    /// clock, above any generation it can have reached before, and the published version
+    /// restarted at 0.
     HealedCorruptHeader,
+    /// Nobody had it open and the page was last used in another boot of the host (a
+    /// reboot, or a power cut that may have lost its latest writes): the generation jumped
+    /// by at least 2^32, so no fencing token handed out before the crash repeats. Anything
+    /// dead processes left was cleared as in `RecoveredFromCrash`.
+    RecoveredAfterReboot,
 }
 
 /// Options for [`ShmLock::open_with`].
@@ -53,6 +61,7 @@ pub struct Options {
     mode: Option<u32>,
     allow_network_filesystem: bool,
     create: bool,
+    generation_floor: u64,
 }
 
 impl Default for Options {
@@ -63,21 +72,35 @@ impl Default for Options {
 
 impl Options {
     /// Defaults: no lease, mode 0600 for a new file, local filesystems only, create if
-    /// missing.
+    /// missing, no generation floor.
     pub fn new() -> Options {
         Options {
             lease: None,
             mode: None,
             allow_network_filesystem: false,
             create: true,
+            generation_floor: 0,
         }
     }
 
-    /// Let this handle's claims take over a *live* owner whose last heartbeat is older than
-    /// `lease` (a dead owner is always taken over). The deposed owner learns it from
-    /// `heartbeat()`, `is_current()` and `release()`.
+    /// Declare, with every claim through this handle, "depose me if I am silent for longer
+    /// than `lease`": while this handle's claim owns the role, any claimant may take it
+    /// over once the latest heartbeat is older than `lease` (rounded up to whole
+    /// milliseconds). The deposed guard learns it from `heartbeat()`, `is_current()`,
+    /// `publish()` and `release()`. Without a lease an owner is taken over only when its
+    /// process dies. A claimant's own lease never shortens another owner's: each owner is
+    /// judged by the lease it declared.
     pub fn lease(mut self, lease: Duration) -> Options {
         self.lease = Some(lease);
+        self
+    }
+
+    /// Claims through this handle get a generation above `floor`: pass the highest
+    /// fencing token your engine made durable, so tokens never repeat even if the lock
+    /// file was lost or rolled back (deleted, on a tmpfs after a reboot, or written back
+    /// before a power cut). The claim raises the page's generation to match.
+    pub fn generation_floor(mut self, floor: u64) -> Options {
+        self.generation_floor = floor;
         self
     }
 
@@ -169,7 +192,7 @@ pub(crate) struct Inner {
     /// The page's generation seed, read when it validated: every generation the page can
     /// legitimately hold is at or above it, so a claim at or below it means the page was
     /// truncated or overwritten under its live users (see `ShmLock::claim`).
-    generation_floor: u64,
+    generation_seed: u64,
 }
 
 impl Inner {
@@ -215,6 +238,7 @@ impl Drop for Inner {
 pub struct ShmLock {
     inner: Arc<Inner>,
     lease: Option<Duration>,
+    generation_floor: u64,
     state: OpenState,
 }
 
@@ -258,6 +282,7 @@ impl ShmLock {
         let wrap = |inner, state| ShmLock {
             inner,
             lease: options.lease,
+            generation_floor: options.generation_floor,
             state,
         };
         if let Some(inner) = registered(path)? {
@@ -282,6 +307,16 @@ impl ShmLock {
                 log::warn!("{}: healed a damaged lock file: {reason}", path.display());
                 OpenState::HealedCorruptHeader
             }
+            Settled::Recovered(Recovery {
+                rebooted: Some((before, after)),
+                ..
+            }) => {
+                log::warn!(
+                    "{}: the page was last used in another boot of the host; the generation jumped from {before} to {after} so that no fencing token can repeat",
+                    path.display()
+                );
+                OpenState::RecoveredAfterReboot
+            }
             Settled::Recovered(rec) if rec.found_stale_state() => {
                 log::info!(
                     "{}: recovered after a crash: freed owner generation {:?}, reaped {} dead member(s)",
@@ -294,7 +329,7 @@ impl ShmLock {
             Settled::Recovered(_) => OpenState::Reopened,
         };
         log_reaped(path, &reaped);
-        let generation_floor = opened
+        let generation_seed = opened
             .mapping
             .page()
             .header
@@ -304,7 +339,7 @@ impl ShmLock {
             mapping: opened.mapping,
             registration,
             fork_epoch: sys::fork_epoch(),
-            generation_floor,
+            generation_seed,
         });
         let mut registry = sys::REGISTRY.lock();
         registry.retain(|(_, weak)| weak.strong_count() > 0);
@@ -318,8 +353,27 @@ impl ShmLock {
         Ok(wrap(inner, state))
     }
 
-    /// Open `shm_path_for(data_path)`, the lock file beside a data file. A missing lock file
-    /// is created (with the data file's mode) only when [`provisioning_enabled`].
+    /// Open `shm_path_for(data_path)`, the lock file beside a data file. The data file
+    /// must exist (the lock file belongs to it). A missing lock file is created only when
+    /// [`provisioning_enabled`], with the data file's permission bits (so whoever may open
+    /// the data may open its lock file); otherwise `Err(ProvisioningDisabled)`. A path
+    /// that is itself a lock file (ends in `-shm`, or starts with the shmlock magic) is
+    /// refused with `Err(DataPathIsLockFile)`: nothing is created or written.
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let data = dir.path().join("app.db");
+    /// std::fs::write(&data, b"")?; // the engine's data file exists first
+    /// shmlock::set_provisioning_enabled(true);
+    /// let lock = shmlock::ShmLock::provision(&data)?;
+    /// assert_eq!(lock.path(), shmlock::shm_path_for(&data));
+    /// assert!(matches!(
+    ///     shmlock::ShmLock::provision(lock.path()),
+    ///     Err(shmlock::Error::DataPathIsLockFile { .. })
+    /// ));
+    /// # Ok(()) }
+    /// ```
     pub fn provision(data_path: impl AsRef<Path>) -> Result<ShmLock> {
         let data = data_path.as_ref();
         let meta = std::fs::metadata(data).map_err(|e| Error::io("stat data file", data, e))?;
@@ -333,6 +387,11 @@ impl ShmLock {
                 },
             });
         }
+        if sys::is_lock_file(data) {
+            return Err(Error::DataPathIsLockFile {
+                path: data.to_path_buf(),
+            });
+        }
         use std::os::unix::fs::PermissionsExt;
         let options = Options::new()
             .mode(meta.permissions().mode() & 0o666)
@@ -342,11 +401,7 @@ impl ShmLock {
             Error::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound && !options.create =>
             {
-                Error::Io {
-                    op: "open (provisioning is off: set SHMLOCK_PROVISION=1 or call set_provisioning_enabled(true) to create it)",
-                    path: shm,
-                    source,
-                }
+                Error::ProvisioningDisabled { path: shm }
             }
             other => other,
         })
@@ -409,21 +464,15 @@ impl ShmLock {
         }
         let page = inner.mapping.page();
         let plat = inner.mapping.platform();
-        let lease_ns = self
-            .lease
-            .map(|l| l.as_nanos().min(u64::MAX as u128) as u64);
+        let declare = self.declaration();
         let me = inner.index();
         let result = match timeout {
-            None => writer::try_claim(page, &plat, me, lease_ns),
-            Some(t) => {
-                let deadline = sys::os::boottime_ns()
-                    .saturating_add(t.as_nanos().min(u64::MAX as u128) as u64);
-                writer::claim_until(page, &plat, me, lease_ns, deadline)
-            }
+            None => writer::try_claim(page, &plat, me, &declare),
+            Some(t) => writer::claim_until(page, &plat, me, &declare, deadline_after(t)),
         };
         match result {
             Ok(claim) => {
-                if claim.generation <= inner.generation_floor {
+                if claim.generation <= inner.generation_seed {
                     return Err(page_reset_under_us(inner, claim));
                 }
                 if let Some(t) = claim.takeover {
@@ -439,35 +488,109 @@ impl ShmLock {
         }
     }
 
-    /// Attach a reader: bumps this process's own reader count (one atomic add on a line no
-    /// other process writes). Dropping the guard detaches.
+    /// What this handle declares with a claim.
     #[inline]
+    fn declaration(&self) -> Declaration {
+        // A process whose boot clock is not the host's (it unshared a time namespace for
+        // its children) cannot stamp heartbeats others may judge: it declares no lease.
+        let clock_ok = sys::os::clock_is_host();
+        let lease_ms = if clock_ok {
+            lease_ms(self.lease)
+        } else {
+            LEASE_NONE_MS
+        };
+        Declaration {
+            lease_ms,
+            process_start_secs: sys::os::process_start_secs(sys::fork_epoch()),
+            generation_floor: self.generation_floor,
+            judge_by_ns: None,
+        }
+    }
+
+    /// Attach a reader and pin the latest published version: until the guard is dropped,
+    /// [`oldest_pinned`](ShmLock::oldest_pinned) in every process stays at or below
+    /// [`ReaderGuard::version`], so the writer does not reclaim what this reader reads.
+    /// Lock-free: atomics on this process's own line and in-process slots, no system call.
     ///
     /// ```
     /// # fn main() -> shmlock::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.try_claim_writer()?;
+    /// writer.publish(7)?;
     /// let first = lock.attach_reader()?;
+    /// writer.publish(8)?;
     /// let second = lock.attach_reader()?;
+    /// assert_eq!((first.version(), second.version()), (7, 8));
     /// assert_eq!(lock.snapshot().reader_count, 2);
+    /// assert_eq!(lock.oldest_pinned(), Some(7));
     /// drop(first);
+    /// assert_eq!(lock.oldest_pinned(), Some(8));
     /// second.detach()?;
-    /// assert_eq!(lock.snapshot().reader_count, 0);
+    /// assert_eq!(lock.oldest_pinned(), None);
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn attach_reader(&self) -> Result<ReaderGuard> {
         let inner = &self.inner;
         if !inner.same_process() {
             return Err(Error::ForkedHandle);
         }
-        if !members::attach(inner.mapping.page(), inner.index()) {
-            return Err(Error::TooManyReaders {
+        let plat = inner.mapping.platform();
+        match snapshots::attach(inner.mapping.page(), &plat, inner.index()) {
+            Ok(pin) => Ok(ReaderGuard {
+                inner: Arc::clone(inner),
+                pin,
+            }),
+            Err(_) => Err(Error::TooManyReaders {
                 limit: MAX_READERS_PER_MEMBER,
-            });
+            }),
         }
-        Ok(ReaderGuard {
-            inner: Arc::clone(inner),
-        })
+    }
+
+    /// The latest published version (0 before the first publish). One atomic load.
+    #[inline]
+    pub fn published(&self) -> u64 {
+        snapshots::published(self.inner.mapping.page())
+    }
+
+    /// Wait until a version above `after` is published, and return it (at once if one
+    /// already is); `Err(Timeout)` after `timeout`. Sleeps on a shared futex: a publish in
+    /// any process wakes it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// assert!(matches!(
+    ///     lock.wait_published(0, Duration::from_millis(1)),
+    ///     Err(shmlock::Error::Timeout { .. })
+    /// ));
+    /// lock.try_claim_writer()?.publish(3)?;
+    /// assert_eq!(lock.wait_published(0, Duration::from_secs(1))?, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_published(&self, after: u64, timeout: Duration) -> Result<u64> {
+        let inner = &self.inner;
+        inner.check_fork()?;
+        let plat = inner.mapping.platform();
+        let page = inner.mapping.page();
+        snapshots::wait_published(page, &plat, inner.index(), after, deadline_after(timeout))
+            .map_err(|_| Error::Timeout {
+                what: format!("a version above {after} to be published"),
+                waited: timeout,
+            })
+    }
+
+    /// The oldest version pinned by a live reader in any process (`None`: no reader pins
+    /// anything). It may be lower than the truth for an instant (a detach in flight), never
+    /// higher; a dead process's pins never count. Costs a scan of the member table and one
+    /// kernel liveness probe.
+    pub fn oldest_pinned(&self) -> Option<u64> {
+        let inner = &self.inner;
+        let plat = inner.mapping.platform();
+        snapshots::oldest_pinned(inner.mapping.page(), &plat).map(|(oldest, _)| oldest)
     }
 
     /// The state of the file now: owner, members, readers. Liveness comes from the kernel.
@@ -504,6 +627,12 @@ impl ShmLock {
             members: reaped.into_iter().map(Into::into).collect(),
         })
     }
+}
+
+/// The boot-clock instant `timeout` from now.
+#[inline]
+fn deadline_after(timeout: Duration) -> u64 {
+    sys::os::boottime_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 fn lookup(
@@ -568,7 +697,7 @@ fn page_reset_under_us(inner: &Inner, claim: Claim) -> Error {
             "its generation fell to {} (below its start, {}): the file was truncated or overwritten while processes use it; \
              stop them (see `shmlock inspect`) and the next opener heals it",
             claim.generation.saturating_sub(1),
-            inner.generation_floor
+            inner.generation_seed
         ),
     )
 }
@@ -605,10 +734,10 @@ fn describe_takeover(t: &Takeover) -> String {
         Takeover::LeaseExpired {
             pid,
             generation,
-            heartbeat_age_ns,
+            heartbeat_age,
+            lease,
         } => format!(
-            "owner pid {pid} (generation {generation}) had not heartbeaten for {:?}",
-            Duration::from_nanos(*heartbeat_age_ns)
+            "owner pid {pid} (generation {generation}) had not heartbeaten for {heartbeat_age:?}, longer than the lease of {lease:?} it declared"
         ),
         Takeover::Invalid { generation } => {
             format!("the owner word (generation {generation}) named no valid member")
@@ -671,6 +800,64 @@ impl WriterGuard {
             )
     }
 
+    /// Publish `version`: readers that attach from now on pin it, and readers asleep in
+    /// [`ShmLock::wait_published`] wake. Versions only grow (`Err(VersionNotIncreasing)`)
+    /// and are at most 2^48 − 2 (`Err(VersionTooLarge)`); a deposed writer cannot publish
+    /// (`Err(Deposed)`). One CAS; a system call only when a reader is waiting.
+    #[inline]
+    pub fn publish(&self, version: u64) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_fork()?;
+        let plat = inner.mapping.platform();
+        match snapshots::publish(inner.mapping.page(), &plat, self.claim.word, version) {
+            Ok(()) => Ok(()),
+            Err(PublishError::Deposed) => Err(self.deposed()),
+            Err(PublishError::NotIncreasing { published }) => Err(Error::VersionNotIncreasing {
+                version,
+                published,
+            }),
+            Err(PublishError::TooLarge) => Err(Error::VersionTooLarge {
+                version,
+                max: MAX_VERSION,
+            }),
+        }
+    }
+
+    /// Wait until no live reader, in any process, pins a version below `version` — then
+    /// everything only those readers could read may be reclaimed. Returns at once if none
+    /// does; sleeps otherwise, woken by the detach (or the death) of the readers that held
+    /// it back; `Err(Timeout)` after `timeout`. Works whether or not this guard is still
+    /// current (reclaiming is the current writer's business: check `is_current()`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.try_claim_writer()?;
+    /// writer.publish(1)?;
+    /// let reader = lock.attach_reader()?; // pins 1
+    /// writer.publish(2)?;
+    /// let short = Duration::from_millis(1);
+    /// assert!(matches!(writer.wait_readers_past(2, short), Err(shmlock::Error::Timeout { .. })));
+    /// drop(reader);
+    /// writer.wait_readers_past(2, short)?; // version 1 may be reclaimed now
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_readers_past(&self, version: u64, timeout: Duration) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_fork()?;
+        let plat = inner.mapping.platform();
+        let page = inner.mapping.page();
+        snapshots::wait_readers_past(page, &plat, inner.index(), version, deadline_after(timeout))
+            .map_err(|oldest| Error::Timeout {
+                what: format!(
+                    "readers to move past version {version} (the oldest pin is still {oldest})"
+                ),
+                waited: timeout,
+            })
+    }
+
     /// Release the writer role and wake waiting claimants. `Err(Deposed)` if another claim
     /// had already won (nothing is changed then).
     pub fn release(mut self) -> Result<()> {
@@ -709,21 +896,30 @@ impl Drop for WriterGuard {
     }
 }
 
-/// One attached reader. Dropping it detaches.
+/// One attached reader, pinning a version. Dropping it detaches and unpins.
 #[must_use = "dropping the guard detaches the reader"]
 pub struct ReaderGuard {
     inner: Arc<Inner>,
+    pin: Pin,
 }
 
 impl std::fmt::Debug for ReaderGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReaderGuard")
             .field("member", &self.inner.index())
+            .field("version", &self.pin.version)
             .finish()
     }
 }
 
 impl ReaderGuard {
+    /// The version this reader pins: the latest published when it attached. No writer
+    /// told by `oldest_pinned` or `wait_readers_past` may reclaim it while the guard lives.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.pin.version
+    }
+
     /// Detach (the same as dropping the guard, with the fork check reported).
     pub fn detach(self) -> Result<()> {
         let result = self.inner.check_fork();
@@ -736,8 +932,10 @@ impl Drop for ReaderGuard {
     #[inline]
     fn drop(&mut self) {
         // In a forked child the count belongs to the parent: leave it alone.
-        if self.inner.same_process() {
-            members::detach(self.inner.mapping.page(), self.inner.index());
+        let inner = &self.inner;
+        if inner.same_process() {
+            let plat = inner.mapping.platform();
+            snapshots::detach(inner.mapping.page(), &plat, inner.index(), self.pin);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The one-page layout (format v1), its constants and its validation.
+//! The one-page layout (format v2), its constants and its validation.
 //!
 //! Every field is a 64-bit atomic word in native byte order; FORMAT.md documents each byte
 //! and which atomic operation and ordering reads and writes it. The page is generic over the
@@ -16,9 +16,12 @@ pub const LINE_SIZE: usize = 64;
 /// Size of one member entry; two entries share a line (see [`member_allocation_order`]).
 pub const MEMBER_SIZE: usize = 32;
 /// Number of member entries: how many processes may have the file open at once.
-pub const MEMBER_CAPACITY: usize = 124;
+pub const MEMBER_CAPACITY: usize = 120;
+/// Lines before the member table: the header, the writer line, the snapshot line and the
+/// wait line.
+pub const LINES_BEFORE_MEMBERS: usize = 4;
 /// The format version this library writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The magic, published last by the initialiser: the bytes `SHMLOCK` then `0x01`, read as
 /// a native-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMLOCK\x01");
@@ -34,15 +37,25 @@ pub const LAYOUT: u64 = (PAGE_SIZE as u64)
     | (MEMBER_SIZE as u64) << 48;
 /// Largest generation the owner word can hold (56 bits).
 pub const MAX_GENERATION: u64 = (1 << 56) - 1;
-/// Most readers one member may have attached at once.
-pub const MAX_READERS_PER_MEMBER: u64 = 1 << 48;
-/// A member's heartbeat word from its claim of the writer role until its first heartbeat
-/// (a real stamp is never 0: `CLOCK_BOOTTIME` starts at boot, and stamps are at least 1).
-pub const HEARTBEAT_UNSTAMPED: u64 = 0;
+/// Bits of a version in the snapshot words (`published`, member pins).
+pub const VERSION_BITS: u32 = 48;
+/// Largest version a writer may publish: 2^48 − 2 (2^48 − 1 marks "no pin").
+pub const MAX_VERSION: u64 = (1 << VERSION_BITS) - 2;
+/// The pin field of a member that pins nothing.
+pub const NO_PIN: u64 = (1 << VERSION_BITS) - 1;
+/// Most readers one member may have attached at once (the 16 bits above a pin's version).
+pub const MAX_READERS_PER_MEMBER: u64 = (1 << (64 - VERSION_BITS)) - 1;
+/// Bit 63 of a member's heartbeat word: set, the word is `HEARTBEAT_CLAIMED | generation`,
+/// "not heartbeaten since the claim of that generation"; clear, it is a stamp.
+pub const HEARTBEAT_CLAIMED: u64 = 1 << 63;
+/// The lease field of a member that declared none (its owner is deposed only at death).
+pub const LEASE_NONE_MS: u64 = u32::MAX as u64;
 /// Offset of the dead-man-switch lock byte, just past the page.
 pub const DEAD_MAN_SWITCH_BYTE: u64 = PAGE_SIZE as u64;
 /// Offset of member 0's lock byte; member `i` locks `MEMBER_LOCK_BASE + i`.
 pub const MEMBER_LOCK_BASE: u64 = PAGE_SIZE as u64 + 1;
+/// Words of a bitmap with one bit per member.
+pub const BITMAP_WORDS: usize = MEMBER_CAPACITY.div_ceil(64);
 
 /// Line 0: immutable once the magic is published.
 #[repr(C)]
@@ -77,15 +90,48 @@ pub struct WriterLine<W> {
     pub owner: W,
     /// Claims that deposed a dead or lease-expired owner.
     pub takeovers: W,
-    /// Bumped by every release and by death watchers; waiters sleep on its low 32 bits.
+    /// Bumped to wake waiting claimants (by a release, a death watcher or a reaper);
+    /// they sleep on its low 32 bits.
     pub wake_seq: W,
-    /// Number of claimants currently asleep on `wake_seq` (a release skips the wake
-    /// system call when it is 0).
-    pub waiters: W,
+    /// One bit per member with a claimant asleep on `wake_seq` (a release skips the wake
+    /// system call when every bit is clear; a reaper clears a dead member's bit).
+    pub claim_waiters: [W; BITMAP_WORDS],
     /// Incarnation counter: each registration takes the next value for its token.
     pub next_incarnation: W,
+    /// FNV-1a of the kernel's boot id at the page's latest initialisation or recovery
+    /// by an opener that was alone (0: unknown).
+    pub boot: W,
     /// Reserved, zero.
-    pub reserved: [W; 3],
+    pub reserved: W,
+}
+
+/// Line 2: what readers read on every attach and detach; written only by a publish and
+/// by a writer that starts or stops waiting for readers.
+#[repr(C)]
+pub struct SnapshotLine<W> {
+    /// `version | tag << 48`: the latest published version (0 before the first) and the
+    /// low 16 bits of the generation of the claim that last owned it (see
+    /// `protocol/snapshots.rs`).
+    pub published: W,
+    /// One bit per member with a writer asleep in `wait_readers_past` (a detach that raises
+    /// its member's oldest pin wakes them only when a bit is set).
+    pub pin_waiters: [W; BITMAP_WORDS],
+    /// Reserved, zero.
+    pub reserved: [W; 5],
+}
+
+/// Line 3: the sequence words sleepers wait on, and the publish waiters.
+#[repr(C)]
+pub struct WaitLine<W> {
+    /// Bumped by a publish when `publish_waiters` is not clear; `wait_published` sleeps on it.
+    pub publish_seq: W,
+    /// One bit per member with a reader asleep in `wait_published`.
+    pub publish_waiters: [W; BITMAP_WORDS],
+    /// Bumped by a detach (or a death) that raises a member's oldest pin while
+    /// `pin_waiters` is not clear; `wait_readers_past` sleeps on it.
+    pub pin_seq: W,
+    /// Reserved, zero.
+    pub reserved: [W; 4],
 }
 
 /// One member entry: one process that has the file open.
@@ -93,15 +139,18 @@ pub struct WriterLine<W> {
 pub struct Member<W> {
     /// `pid << 32 | token`; 0 = free. token = `incarnation << 8 | index + 1`, never 0.
     pub identity: W,
-    /// Readers attached by this member (only this member's process writes it while alive).
-    pub readers: W,
-    /// `CLOCK_BOOTTIME` nanoseconds of this member's latest heartbeat or registration;
-    /// [`HEARTBEAT_UNSTAMPED`] from its claim until its first heartbeat. Only this member's
-    /// process writes it.
+    /// `readers << 48 | oldest`: how many reader guards this member's process has attached,
+    /// and the oldest version they pin ([`NO_PIN`] or anything when `readers` is 0). Only
+    /// this member's process writes it while alive.
+    pub pins: W,
+    /// Boot-clock nanoseconds (host time namespace) of this member's latest heartbeat or
+    /// registration, or `HEARTBEAT_CLAIMED | generation` from its claim of that generation
+    /// until its first heartbeat. Only this member's process writes it.
     pub heartbeat: W,
-    /// `registered << 32 | process_start`, both in whole seconds of `CLOCK_BOOTTIME`
-    /// (display only).
-    pub times: W,
+    /// `lease_ms << 32 | process_start`: the lease this member declared with its latest
+    /// claim, in milliseconds ([`LEASE_NONE_MS`]: none), and its process start time in
+    /// whole seconds of the boot clock (display only).
+    pub lease_start: W,
 }
 
 /// The whole page.
@@ -111,7 +160,11 @@ pub struct Page<W> {
     pub header: Header<W>,
     /// Line 1.
     pub writer: WriterLine<W>,
-    /// Lines 2..=63, two entries per line.
+    /// Line 2.
+    pub snapshot: SnapshotLine<W>,
+    /// Line 3.
+    pub wait: WaitLine<W>,
+    /// Lines 4..=63, two entries per line.
     pub members: [Member<W>; MEMBER_CAPACITY],
 }
 
@@ -123,10 +176,15 @@ const _: () = {
     assert!(align_of::<Page<AtomicU64>>() == LINE_SIZE);
     assert!(size_of::<Header<AtomicU64>>() == LINE_SIZE);
     assert!(size_of::<WriterLine<AtomicU64>>() == LINE_SIZE);
+    assert!(size_of::<SnapshotLine<AtomicU64>>() == LINE_SIZE);
+    assert!(size_of::<WaitLine<AtomicU64>>() == LINE_SIZE);
     assert!(size_of::<Member<AtomicU64>>() == MEMBER_SIZE);
     assert!(offset_of!(Page<AtomicU64>, writer) == LINE_SIZE);
-    assert!(offset_of!(Page<AtomicU64>, members) == 2 * LINE_SIZE);
+    assert!(offset_of!(Page<AtomicU64>, snapshot) == 2 * LINE_SIZE);
+    assert!(offset_of!(Page<AtomicU64>, wait) == 3 * LINE_SIZE);
+    assert!(offset_of!(Page<AtomicU64>, members) == LINES_BEFORE_MEMBERS * LINE_SIZE);
     assert!(MEMBER_CAPACITY >= 120 && MEMBER_CAPACITY < 255);
+    assert!(BITMAP_WORDS * 64 >= MEMBER_CAPACITY);
 };
 
 /// Owner word for `generation` held by member `index` (`None`: free).
@@ -185,8 +243,82 @@ pub const fn identity_word(pid: u32, incarnation: u64, index: usize) -> u64 {
     (pid as u64) << 32 | token as u64
 }
 
+/// A member's pin word: `readers` guards attached, the oldest pinning `oldest`.
+#[inline]
+pub const fn pins_word(readers: u64, oldest: u64) -> u64 {
+    readers << VERSION_BITS | (oldest & NO_PIN)
+}
+
+/// Readers counted in a pin word.
+#[inline]
+pub const fn pins_readers(word: u64) -> u64 {
+    word >> VERSION_BITS
+}
+
+/// The oldest version a pin word pins; `None` when it counts no reader.
+#[inline]
+pub const fn pins_oldest(word: u64) -> Option<u64> {
+    if pins_readers(word) == 0 {
+        None
+    } else {
+        Some(word & NO_PIN)
+    }
+}
+
+/// The version in the `published` word.
+#[inline]
+pub const fn published_version(word: u64) -> u64 {
+    word & NO_PIN
+}
+
+/// The generation tag in the `published` word.
+#[inline]
+pub const fn published_tag(word: u64) -> u64 {
+    word >> VERSION_BITS
+}
+
+/// The `published` word for `version` under a claim of `generation`.
+#[inline]
+pub const fn published_word(version: u64, generation: u64) -> u64 {
+    (generation & 0xffff) << VERSION_BITS | (version & NO_PIN)
+}
+
+/// A member's `lease_start` word.
+#[inline]
+pub const fn lease_start_word(lease_ms: u64, process_start_secs: u32) -> u64 {
+    lease_ms << 32 | process_start_secs as u64
+}
+
+/// The lease a `lease_start` word declares, in nanoseconds; `None`: no lease.
+#[inline]
+pub const fn declared_lease_ns(word: u64) -> Option<u64> {
+    match word >> 32 {
+        LEASE_NONE_MS => None,
+        ms => Some(ms * 1_000_000),
+    }
+}
+
+/// A lease as the page stores it: whole milliseconds, rounded up (an owner is never
+/// deposed earlier than it declared), at most `LEASE_NONE_MS - 1`.
+#[inline]
+pub fn lease_ms(lease: Option<std::time::Duration>) -> u64 {
+    match lease {
+        None => LEASE_NONE_MS,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(LEASE_NONE_MS as u128 - 1) as u64
+        }
+    }
+}
+
+/// The bit of member `index` in a per-member bitmap: (word, mask).
+#[inline]
+pub const fn member_bit(index: usize) -> (usize, u64) {
+    (index / 64, 1 << (index % 64))
+}
+
 /// Member indices in the order registration tries them: first one entry per line, so up to
-/// 62 processes never share a line, then the second entry of each line.
+/// 60 processes never share a line, then the second entry of each line.
 pub fn member_allocation_order() -> impl Iterator<Item = usize> {
     (0..MEMBER_CAPACITY)
         .step_by(2)
@@ -216,6 +348,9 @@ pub enum Invalid {
     OtherByteOrder,
     /// A newer format this library must not touch.
     NewerVersion(u64),
+    /// An older format (written by an older shmlock): upgraded by an opener that is alone,
+    /// refused while processes of the older library may use it.
+    OlderVersion(u64),
     /// Our magic, but line 0 is damaged (the text says how).
     Damaged(&'static str),
 }
@@ -232,6 +367,7 @@ impl Invalid {
                 "the page was written by a machine of the other byte order".into()
             }
             Invalid::NewerVersion(v) => format!("format version {v} is newer than this library"),
+            Invalid::OlderVersion(v) => format!("format version {v} is older than this library's"),
             Invalid::Damaged(what) => format!("line 0 is damaged: {what}"),
         }
     }
@@ -257,6 +393,11 @@ pub fn classify_prefix(bytes: &[u8]) -> Result<(), Invalid> {
         Some(v) if v > FORMAT_VERSION as u64 && word(1) == Some(BYTE_ORDER_MARK) => {
             Err(Invalid::NewerVersion(v))
         }
+        Some(v)
+            if (1..FORMAT_VERSION as u64).contains(&v) && word(1) == Some(BYTE_ORDER_MARK) =>
+        {
+            Err(Invalid::OlderVersion(v))
+        }
         _ => Ok(()),
     }
 }
@@ -279,17 +420,50 @@ impl<W: Word> Page<W> {
                 owner: W::new(0),
                 takeovers: W::new(0),
                 wake_seq: W::new(0),
-                waiters: W::new(0),
+                claim_waiters: std::array::from_fn(|_| W::new(0)),
                 next_incarnation: W::new(0),
-                reserved: [W::new(0), W::new(0), W::new(0)],
+                boot: W::new(0),
+                reserved: W::new(0),
+            },
+            snapshot: SnapshotLine {
+                published: W::new(0),
+                pin_waiters: std::array::from_fn(|_| W::new(0)),
+                reserved: std::array::from_fn(|_| W::new(0)),
+            },
+            wait: WaitLine {
+                publish_seq: W::new(0),
+                publish_waiters: std::array::from_fn(|_| W::new(0)),
+                pin_seq: W::new(0),
+                reserved: std::array::from_fn(|_| W::new(0)),
             },
             members: std::array::from_fn(|_| Member {
                 identity: W::new(0),
-                readers: W::new(0),
+                pins: W::new(0),
                 heartbeat: W::new(0),
-                times: W::new(0),
+                lease_start: W::new(0),
             }),
         }
+    }
+
+    /// Every word of lines 1..=63.
+    fn words_after_header(&self) -> impl Iterator<Item = &W> {
+        let w = &self.writer;
+        let s = &self.snapshot;
+        let t = &self.wait;
+        [&w.owner, &w.takeovers, &w.wake_seq, &w.next_incarnation, &w.boot, &w.reserved]
+            .into_iter()
+            .chain(&w.claim_waiters)
+            .chain([&s.published])
+            .chain(&s.pin_waiters)
+            .chain(&s.reserved)
+            .chain([&t.publish_seq, &t.pin_seq])
+            .chain(&t.publish_waiters)
+            .chain(&t.reserved)
+            .chain(
+                self.members
+                    .iter()
+                    .flat_map(|m| [&m.identity, &m.pins, &m.heartbeat, &m.lease_start]),
+            )
     }
 
     fn header_words(&self) -> [u64; 6] {
@@ -317,6 +491,9 @@ impl<W: Word> Page<W> {
         if version > FORMAT_VERSION as u64 {
             return Err(Invalid::NewerVersion(version));
         }
+        if (1..FORMAT_VERSION as u64).contains(&version) {
+            return Err(Invalid::OlderVersion(version));
+        }
         if version != FORMAT_VERSION as u64 {
             return Err(Invalid::Damaged("bad format version"));
         }
@@ -339,26 +516,20 @@ impl<W: Word> Page<W> {
         created_at_unix_ns: u64,
         generation_seed: u64,
         origin: u64,
+        boot: u64,
     ) {
         let h = &self.header;
         h.magic.store(MAGIC_INITIALISING, Release);
+        for word in self.words_after_header() {
+            word.store(0, Relaxed);
+        }
         let w = &self.writer;
         w.owner.store(
             owner_word(generation_seed.min(MAX_GENERATION), None),
             Relaxed,
         );
-        for word in [&w.takeovers, &w.wake_seq, &w.waiters] {
-            word.store(0, Relaxed);
-        }
         w.next_incarnation.store(1, Relaxed);
-        for word in &w.reserved {
-            word.store(0, Relaxed);
-        }
-        for m in &self.members {
-            for word in [&m.identity, &m.readers, &m.heartbeat, &m.times] {
-                word.store(0, Relaxed);
-            }
-        }
+        w.boot.store(boot, Relaxed);
         let early = plat.mutant(Mutant::MagicPublishedFirst);
         if early {
             h.magic.store(MAGIC, Release);

@@ -34,6 +34,10 @@ pub trait Word: Send + Sync {
     fn fetch_add(&self, value: u64, order: Ordering) -> u64;
     /// Atomic wrapping subtract; returns the previous value.
     fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
+    /// Atomic bitwise or; returns the previous value.
+    fn fetch_or(&self, value: u64, order: Ordering) -> u64;
+    /// Atomic bitwise and; returns the previous value.
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64;
 
     /// Where the protocol relies on the single total order of `SeqCst` accesses (the
     /// handshake between a waiting claimant and a release: each writes one word, then
@@ -79,6 +83,14 @@ macro_rules! impl_word {
             fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
                 <$ty>::fetch_sub(self, value, order)
             }
+            #[inline]
+            fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
+                <$ty>::fetch_or(self, value, order)
+            }
+            #[inline]
+            fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+                <$ty>::fetch_and(self, value, order)
+            }
             #[inline(always)]
             fn seq_cst_order_point() $order_point
         }
@@ -114,6 +126,44 @@ pub enum Mutant {
     /// A waiting claimant counts itself in `waiters` only after its look at the owner word
     /// (just before it sleeps), so a release in between skips the wake-up.
     WaiterCountedAfterLook,
+    /// Heartbeat stores its stamp before checking the owner word (and without a CAS), so a
+    /// deposed guard can refresh a successor claimed by the same process.
+    HeartbeatStoresFirst,
+    /// A claimant judges a live owner by its own lease instead of the owner's declared one.
+    ClaimantChoosesLease,
+    /// Attach makes its pin visible but does not re-read `published` afterwards.
+    PinWithoutRecheck,
+    /// A detach that raises its member's oldest pin stores the new word instead of a CAS
+    /// from the word it scanned under (hiding a racing attach).
+    RaiseWithoutCas,
+    /// A claim does not tag the published version with its generation, so a deposed
+    /// writer's publish can land after its successor's claim.
+    ClaimWithoutRetag,
+    /// A waiter sets its bit only after its look at the state it waits on.
+    WaitBitAfterLook,
+}
+
+/// What a sleeper in the page waits for; each kind has a bitmap of waiting members and a
+/// sequence word to sleep on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitKind {
+    /// A claimant waiting for the writer role.
+    Claim,
+    /// A reader waiting for a newer published version.
+    Publish,
+    /// A writer waiting for readers to move past a version.
+    Pins,
+}
+
+impl WaitKind {
+    /// Index of the kind in per-kind arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            WaitKind::Claim => 0,
+            WaitKind::Publish => 1,
+            WaitKind::Pins => 2,
+        }
+    }
 }
 
 /// What the protocol needs from the world besides the page itself.
@@ -140,13 +190,23 @@ pub trait Platform {
     /// Block until `word` no longer holds `expected` (compared on its low 32 bits in
     /// production), a wake-up, or `timeout`. Spurious returns are allowed.
     fn wait(&self, word: &Self::Word, expected: u64, timeout: Duration);
-    /// Wake every waiter blocked in [`Platform::wait`] on `word`.
-    fn wake_all(&self, word: &Self::Word);
-    /// Arrange for [`Platform::wait`] on the writer line to return promptly when member
-    /// `index`'s holder dies. Optional: a platform that cannot only makes waiters poll.
-    fn watch_member(&self, index: usize) {
-        let _ = index;
+    /// Wake every waiter blocked in [`Platform::wait`] on `word`; returns how many were
+    /// woken (a platform that cannot tell returns 1).
+    fn wake_all(&self, word: &Self::Word) -> usize;
+    /// Arrange for sleepers in the page to be woken promptly when member `index`'s
+    /// holder, whose identity word is `identity`, dies (the platform calls
+    /// `protocol::wake_after_death` then). At most one watch per member identity per
+    /// process. Optional: a platform that cannot only makes waiters poll.
+    fn watch_member(&self, index: usize, identity: u64) {
+        let _ = (index, identity);
     }
+
+    /// This process's state of the protocol for this page (reader pins, stamps).
+    fn local(&self) -> &crate::protocol::Local<Self::Word>;
+
+    /// Run `f` on this process's count of threads waiting as `kind`, under a
+    /// process-local lock (the waiting path only).
+    fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32));
 
     /// Whether the protocol should commit the deliberate bug `mutant` (models only).
     #[inline(always)]

@@ -43,9 +43,18 @@ pub struct Snapshot {
     pub owner: Option<OwnerInfo>,
     /// How many claims took over a dead or lease-expired owner.
     pub takeovers: u64,
-    /// Claimants asleep waiting for the writer role (approximate: a claimant that died
-    /// while waiting stays counted until the next opener finds itself alone).
+    /// Processes with a claimant asleep waiting for the writer role (a process killed in
+    /// its sleep stays counted until the next wake-up or reap finds it dead).
     pub waiting_claimants: u64,
+    /// Processes with a reader asleep in `wait_published`.
+    pub waiting_for_publish: u64,
+    /// Processes with a writer asleep in `wait_readers_past`.
+    pub waiting_for_readers: u64,
+    /// The latest published version (0 before the first publish).
+    pub published: u64,
+    /// The oldest version pinned by a live reader, over all processes (`None`: no reader
+    /// pins anything).
+    pub oldest_pinned: Option<u64>,
     /// Every registered member, alive or dead-and-not-yet-reaped.
     pub members: Vec<MemberInfo>,
     /// Readers attached across live members.
@@ -79,6 +88,8 @@ pub struct OwnerInfo {
     /// Time since its latest heartbeat; `None` when it has not heartbeaten since its claim
     /// (a lease claimant then times it from when it first saw it own).
     pub heartbeat_age: Option<Duration>,
+    /// The lease it declared with its claim (`None`: none; it is deposed only at death).
+    pub lease: Option<Duration>,
 }
 
 /// One registered process.
@@ -97,13 +108,15 @@ pub struct MemberInfo {
     pub is_self: bool,
     /// Readers it has attached.
     pub readers: u64,
-    /// Time since it registered (whole seconds).
-    pub registered_age: Duration,
+    /// The oldest version its readers pin (`None` without readers).
+    pub oldest_pin: Option<u64>,
     /// Time since its process started (whole seconds).
     pub process_age: Duration,
     /// Time since its latest heartbeat or registration; `None` when it claimed the writer
     /// role and has not heartbeaten since.
     pub heartbeat_age: Option<Duration>,
+    /// The lease it declared with its latest claim of the writer role (`None`: none).
+    pub declared_lease: Option<Duration>,
 }
 
 /// What [`crate::ShmLock::reap`] cleared.

@@ -15,22 +15,28 @@
 //!   can hold it, so only one reaps; reaping stores zeros (idempotent), so a reaper that dies
 //!   half-way leaves work the next reaper redoes, never a double subtraction. A live
 //!   member's lock cannot be taken, so a live member is never reaped (invariant 5).
-//! * **Readers** are counted per member, on the member's own entry, by its own process:
-//!   attach/detach touch no word another live process writes. The file's reader count is
-//!   the sum over live members, so a dead member's readers vanish the moment it dies and
-//!   are cleared from the page exactly once, by whoever reaps it.
+//! * **Readers** are counted per member, in the member's own pin word, by its own process
+//!   (see `snapshots.rs`): attach/detach touch no word another live process writes. The
+//!   file's reader count is the sum over live members, so a dead member's readers and pins
+//!   vanish the moment it dies and are cleared from the page exactly once, by whoever
+//!   reaps it.
+//! * **Waiter bits** of a member (one per kind of sleep, see `wait.rs`) are cleared with
+//!   the rest of its entry, under its lock, so a process killed in its sleep stops costing
+//!   wakers a system call.
 //!
 //! Within one process every lock operation goes through one open file description, and
 //! OFD locks do not conflict with themselves: the platform keeps an in-process flag per
 //! entry so that two threads of one process never both "take" the same entry.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use crate::page::{
-    identity_pid, identity_word, member_allocation_order, owner_generation, owner_slot, owner_word,
-    OwnerSlot, Page, MAX_READERS_PER_MEMBER, MEMBER_CAPACITY,
+    identity_pid, identity_word, lease_start_word, member_allocation_order, owner_generation,
+    owner_slot, owner_word, pins_readers, OwnerSlot, Page, LEASE_NONE_MS, MAX_READERS_PER_MEMBER,
+    MEMBER_CAPACITY,
 };
-use crate::platform::{Mutant, Platform, Word};
+use crate::platform::{Mutant, Platform, WaitKind, Word};
+use crate::protocol::wait;
 
 /// Display-only facts a process records about itself when it registers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,12 +88,18 @@ pub fn clear_held_entry<P: Platform>(
     } else {
         free_owner_if_named(page, index)
     };
+    wait::clear_member_bits(page, index);
+    // Its process is dead (we hold its lock): nobody else writes its pin word.
+    let pins = member.pins.load(Acquire);
+    member.pins.store(0, Release);
+    let readers = pins_readers(pins).min(MAX_READERS_PER_MEMBER);
+    if readers > 0 {
+        // Its pins no longer hold anything back: a writer waiting for readers looks again.
+        wait::wake(page, plat, WaitKind::Pins);
+    }
     if identity == 0 && owned_generation.is_none() {
-        member.readers.store(0, Relaxed);
         return None;
     }
-    let readers = member.readers.load(Acquire);
-    member.readers.store(0, Release);
     member.identity.store(0, Release);
     Some(Reaped {
         index,
@@ -159,13 +171,11 @@ pub fn register<P: Platform>(
         let now = plat.now();
         let incarnation = page.writer.next_incarnation.fetch_add(1, Relaxed);
         let identity = identity_word(who.pid, incarnation, index);
-        let registered_secs = (now / 1_000_000_000) as u32 as u64;
-        member.times.store(
-            registered_secs << 32 | who.process_start_secs as u64,
-            Relaxed,
-        );
+        member
+            .lease_start
+            .store(lease_start_word(LEASE_NONE_MS, who.process_start_secs), Relaxed);
         member.heartbeat.store(now, Relaxed);
-        member.readers.store(0, Relaxed);
+        member.pins.store(0, Relaxed);
         member.identity.store(identity, Release);
         return Ok((Registration { index, identity }, reaped));
     }
@@ -177,40 +187,19 @@ pub fn register<P: Platform>(
 pub fn unregister<P: Platform>(page: &Page<P::Word>, plat: &P, reg: Registration) {
     let member = &page.members[reg.index];
     if member.identity.load(Acquire) == reg.identity {
-        member.readers.store(0, Relaxed);
+        wait::clear_member_bits(page, reg.index);
+        member.pins.store(0, Relaxed);
         member.identity.store(0, Release);
     }
     plat.unlock_member(reg.index);
 }
 
-/// Attach one reader to member `index` (the caller's own entry). Returns `false`, changing
-/// nothing, when the member already has [`MAX_READERS_PER_MEMBER`] readers.
-#[inline]
-pub fn attach<W: Word>(page: &Page<W>, index: usize) -> bool {
-    let readers = &page.members[index].readers;
-    let before = readers.fetch_add(1, AcqRel);
-    if before >= MAX_READERS_PER_MEMBER {
-        readers.fetch_sub(1, Release);
-        return false;
-    }
-    true
-}
-
-/// Detach one reader from member `index` (the caller's own entry).
-#[inline]
-pub fn detach<W: Word>(page: &Page<W>, index: usize) {
-    page.members[index].readers.fetch_sub(1, Release);
-}
-
 /// Sum of the readers of live members: the file's reader count.
 pub fn reader_count<P: Platform>(page: &Page<P::Word>, plat: &P) -> u64 {
     (0..MEMBER_CAPACITY)
-        .filter(|&i| page.members[i].identity.load(Acquire) != 0 && plat.member_locked(i))
-        .map(|i| {
-            page.members[i]
-                .readers
-                .load(Acquire)
-                .min(MAX_READERS_PER_MEMBER)
+        .filter_map(|i| {
+            let readers = pins_readers(page.members[i].pins.load(Acquire));
+            (readers > 0 && plat.member_locked(i)).then_some(readers)
         })
         .fold(0, u64::saturating_add)
 }

@@ -8,18 +8,27 @@
 //! Each submodule's docs carry its argument of correctness.
 
 pub mod members;
+pub mod snapshots;
+pub mod wait;
 pub mod writer;
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, SystemTime};
 
 use crate::page::{
-    identity_pid, identity_token, owner_generation, owner_slot, owner_word, OwnerSlot, Page,
-    FORMAT_VERSION, HEARTBEAT_UNSTAMPED, MAX_READERS_PER_MEMBER, MEMBER_CAPACITY, ORIGIN_HEALED,
+    declared_lease_ns, identity_pid, identity_token, owner_generation, owner_slot, owner_word,
+    pins_oldest, pins_readers, OwnerSlot, Page, FORMAT_VERSION, HEARTBEAT_CLAIMED,
+    MAX_GENERATION, MEMBER_CAPACITY, ORIGIN_HEALED,
 };
-use crate::platform::{Platform, Word};
+use crate::platform::{Platform, WaitKind, Word};
 use crate::snapshot::{MemberInfo, OwnerInfo, PageOrigin, Snapshot};
 use members::Reaped;
+pub use snapshots::Local;
+
+/// How far an opener that finds a page from another boot moves the generation up, at
+/// least: tokens handed out after the page's last writeback to disk (lost in the crash)
+/// stay below the new ones as long as fewer than 2^32 claims were made since.
+pub const REBOOT_GENERATION_JUMP: u64 = 1 << 32;
 
 /// What an opener that is alone found and cleared on a valid page.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +37,9 @@ pub struct Recovery {
     pub reaped: Vec<Reaped>,
     /// The owner word named a dead or invalid owner (its generation), now freed.
     pub owner_freed: Option<u64>,
+    /// The page was last initialised or recovered in another boot of the host: the
+    /// generation was moved from the first value to the second.
+    pub rebooted: Option<(u64, u64)>,
 }
 
 impl Recovery {
@@ -40,21 +52,57 @@ impl Recovery {
 /// Clear every trace of dead processes from a valid page. Only a process that is alone
 /// (holds the dead-man switch exclusively, before registering) may call this: then every
 /// member entry and owner belongs to a dead process.
-pub fn recover_alone<P: Platform>(page: &Page<P::Word>, plat: &P) -> Recovery {
+///
+/// `boot` identifies the running boot of the host; a page last settled in another boot
+/// may have lost, in the crash, writes that reached the engine's durable state (the page
+/// reaches disk only by writeback), so its generation jumps by at least
+/// [`REBOOT_GENERATION_JUMP`] and to at least `clock_seed`.
+pub fn recover_alone<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    boot: u64,
+    clock_seed: u64,
+) -> Recovery {
     let reaped = members::reap_all(page, plat, None);
     let mut owner_freed = reaped.iter().find_map(|r| r.owned_generation);
     let word = page.writer.owner.load(Acquire);
+    let mut generation = owner_generation(word);
     if owner_slot(word) != OwnerSlot::Free {
-        page.writer
-            .owner
-            .store(owner_word(owner_generation(word), None), Relaxed);
-        owner_freed = Some(owner_generation(word));
+        owner_freed = Some(generation);
     }
-    page.writer.waiters.store(0, Relaxed);
+    let mut rebooted = None;
+    if page.writer.boot.load(Relaxed) != boot {
+        let jumped = generation
+            .saturating_add(REBOOT_GENERATION_JUMP)
+            .max(clock_seed)
+            .min(MAX_GENERATION);
+        rebooted = Some((generation, jumped));
+        generation = jumped;
+        page.writer.boot.store(boot, Relaxed);
+    }
+    page.writer.owner.store(owner_word(generation, None), SeqCst);
+    for kind in [WaitKind::Claim, WaitKind::Publish, WaitKind::Pins] {
+        for word in wait::bits(page, kind) {
+            word.store(0, Relaxed);
+        }
+    }
     Recovery {
         reaped,
         owner_freed,
+        rebooted,
     }
+}
+
+/// Wake every sleeper after a member's death (called by the platform's death watcher).
+pub fn wake_after_death<P: Platform>(page: &Page<P::Word>, plat: &P) {
+    wait::wake_all_kinds(page, plat);
+}
+
+fn count_bits<W: Word>(page: &Page<W>, kind: WaitKind) -> u64 {
+    wait::bits(page, kind)
+        .iter()
+        .map(|w| u64::from(w.load(Relaxed).count_ones()))
+        .sum()
 }
 
 /// Read the state of the page for display. `me` is the caller's own member index, if it
@@ -70,20 +118,22 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
             if identity == 0 {
                 return None;
             }
-            let times = m.times.load(Relaxed);
+            let lease_start = m.lease_start.load(Relaxed);
+            let pins = m.pins.load(Acquire);
             Some(MemberInfo {
                 index,
                 pid: identity_pid(identity),
                 token: identity_token(identity),
                 alive: plat.member_locked(index),
                 is_self: me == Some(index),
-                readers: m.readers.load(Acquire).min(MAX_READERS_PER_MEMBER),
-                registered_age: secs_age(times >> 32),
-                process_age: secs_age(times & 0xffff_ffff),
+                readers: pins_readers(pins),
+                oldest_pin: pins_oldest(pins),
+                process_age: secs_age(lease_start & 0xffff_ffff),
                 heartbeat_age: match m.heartbeat.load(Acquire) {
-                    HEARTBEAT_UNSTAMPED => None,
+                    stamp if stamp & HEARTBEAT_CLAIMED != 0 => None,
                     stamp => Some(age(stamp)),
                 },
+                declared_lease: declared_lease_ns(lease_start).map(Duration::from_nanos),
             })
         })
         .collect();
@@ -96,6 +146,7 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
             alive: false,
             generation: owner_generation(word),
             heartbeat_age: None,
+            lease: None,
         }),
         OwnerSlot::Member(index) => {
             let m = members.iter().find(|m| m.index == index);
@@ -105,14 +156,13 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
                 alive: m.is_some_and(|m| m.alive),
                 generation: owner_generation(word),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),
+                lease: m.and_then(|m| m.declared_lease),
             })
         }
     };
-    let reader_count = members
-        .iter()
-        .filter(|m| m.alive)
-        .map(|m| m.readers)
-        .fold(0, u64::saturating_add);
+    let live = || members.iter().filter(|m| m.alive);
+    let reader_count = live().map(|m| m.readers).fold(0, u64::saturating_add);
+    let oldest_pinned = live().filter_map(|m| m.oldest_pin).min();
     let h = &page.header;
     Snapshot {
         format_version: h.version.load(Relaxed).min(u32::MAX as u64) as u32,
@@ -126,7 +176,11 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
         generation: owner_generation(word),
         owner,
         takeovers: page.writer.takeovers.load(Relaxed),
-        waiting_claimants: page.writer.waiters.load(Relaxed),
+        waiting_claimants: count_bits(page, WaitKind::Claim),
+        waiting_for_publish: count_bits(page, WaitKind::Publish),
+        waiting_for_readers: count_bits(page, WaitKind::Pins),
+        published: snapshots::published(page),
+        oldest_pinned,
         reader_count,
         members,
     }
@@ -146,11 +200,24 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     /// A one-process platform: a lock table in a set, a clock the test moves.
-    #[derive(Default)]
     struct Fake {
         held_by_others: RefCell<HashSet<usize>>,
         mine: RefCell<HashSet<usize>>,
         clock: Cell<u64>,
+        local: Local<AtomicU64>,
+        waiters: RefCell<[u32; 3]>,
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Fake {
+                held_by_others: RefCell::default(),
+                mine: RefCell::default(),
+                clock: Cell::new(1),
+                local: Local::new(4),
+                waiters: RefCell::default(),
+            }
+        }
     }
 
     impl Platform for Fake {
@@ -170,13 +237,32 @@ mod tests {
         fn wait(&self, _: &AtomicU64, _: u64, timeout: Duration) {
             self.clock.set(self.clock.get() + timeout.as_nanos() as u64);
         }
-        fn wake_all(&self, _: &AtomicU64) {}
+        fn wake_all(&self, _: &AtomicU64) -> usize {
+            0
+        }
+        fn local(&self) -> &Local<AtomicU64> {
+            &self.local
+        }
+        fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
+            f(&mut self.waiters.borrow_mut()[kind.index()]);
+        }
     }
+
+    const BOOT: u64 = 77;
 
     fn fresh() -> Box<Page<AtomicU64>> {
         let page = Box::new(Page::zeroed());
-        page.initialise(&Fake::default(), 1, 1000, crate::page::ORIGIN_CREATED);
+        page.initialise(&Fake::default(), 1, 1000, crate::page::ORIGIN_CREATED, BOOT);
         page
+    }
+
+    const NONE: writer::Declaration = writer::Declaration::NONE;
+
+    fn leased(ms: u64) -> writer::Declaration {
+        writer::Declaration {
+            lease_ms: ms,
+            ..NONE
+        }
     }
 
     fn who(pid: u32) -> members::Identity {
@@ -202,15 +288,15 @@ mod tests {
         let page = fresh();
         let plat = Fake::default();
         let (reg, _) = members::register(&page, &plat, who(1)).unwrap();
-        let claim = writer::try_claim(&page, &plat, reg.index, None).unwrap();
+        let claim = writer::try_claim(&page, &plat, reg.index, &NONE).unwrap();
         assert_eq!(claim.generation, 1001);
         assert_eq!(
-            writer::try_claim(&page, &plat, reg.index, None),
+            writer::try_claim(&page, &plat, reg.index, &NONE),
             Err(writer::ClaimError::AlreadyOurs { generation: 1001 })
         );
         assert!(writer::release(&page, &plat, claim.word));
         assert!(!writer::release(&page, &plat, claim.word));
-        let again = writer::try_claim(&page, &plat, reg.index, None).unwrap();
+        let again = writer::try_claim(&page, &plat, reg.index, &NONE).unwrap();
         assert_eq!(again.generation, 1002);
         assert!(!writer::is_current(&page, &plat, claim.word));
         assert!(writer::is_current(&page, &plat, again.word));
@@ -221,39 +307,40 @@ mod tests {
         let page = fresh();
         let plat = Fake::default();
         let (a, _) = members::register(&page, &plat, who(10)).unwrap();
-        let claim = writer::try_claim(&page, &plat, a.index, None).unwrap();
-        assert!(members::attach(&page, a.index));
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        assert!(snapshots::attach(&page, &plat, a.index).is_ok());
         // Move `a` to "another process" that then dies: its lock is free, entry stays.
         plat.mine.borrow_mut().remove(&a.index);
         let (b, _) = members::register(&page, &plat, who(11)).unwrap();
         // Registration reaped `a` (readers gone, owner freed, generation kept).
         assert_eq!(members::reader_count(&page, &plat), 0);
-        let taken = writer::try_claim(&page, &plat, b.index, None).unwrap();
+        let taken = writer::try_claim(&page, &plat, b.index, &NONE).unwrap();
         assert_eq!(taken.generation, claim.generation + 1);
     }
 
     #[test]
-    fn live_owner_is_busy_until_its_lease_expires() {
+    fn live_owner_is_busy_until_the_lease_it_declared_expires() {
         let page = fresh();
         let plat = Fake::default();
         let (a, _) = members::register(&page, &plat, who(10)).unwrap();
-        let claim = writer::try_claim(&page, &plat, a.index, None).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &leased(1)).unwrap();
         plat.mine.borrow_mut().remove(&a.index);
         plat.held_by_others.borrow_mut().insert(a.index);
         let (b, _) = members::register(&page, &plat, who(11)).unwrap();
         // Not heartbeaten since its claim: a single attempt never judges it expired.
-        plat.clock.set(plat.clock.get() + 1_000);
+        plat.clock.set(plat.clock.get() + 5_000_000);
         assert!(matches!(
-            writer::try_claim(&page, &plat, b.index, Some(50)),
+            writer::try_claim(&page, &plat, b.index, &NONE),
             Err(writer::ClaimError::Busy { pid: 10, .. })
         ));
         assert!(writer::heartbeat(&page, &plat, a.index, claim.word));
         assert!(matches!(
-            writer::try_claim(&page, &plat, b.index, Some(50)),
+            writer::try_claim(&page, &plat, b.index, &NONE),
             Err(writer::ClaimError::Busy { pid: 10, .. })
         ));
-        plat.clock.set(plat.clock.get() + 51);
-        let taken = writer::try_claim(&page, &plat, b.index, Some(50)).unwrap();
+        plat.clock.set(plat.clock.get() + 1_000_001);
+        // The claimant declared no lease of its own: the owner's counts.
+        let taken = writer::try_claim(&page, &plat, b.index, &NONE).unwrap();
         assert!(matches!(
             taken.takeover,
             Some(writer::Takeover::LeaseExpired { pid: 10, .. })
@@ -269,19 +356,165 @@ mod tests {
     }
 
     #[test]
+    fn a_claimant_lease_of_zero_never_deposes_an_owner_that_declared_none() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(10)).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        assert!(writer::heartbeat(&page, &plat, a.index, claim.word));
+        plat.mine.borrow_mut().remove(&a.index);
+        plat.held_by_others.borrow_mut().insert(a.index);
+        let (b, _) = members::register(&page, &plat, who(11)).unwrap();
+        plat.clock.set(plat.clock.get() + 3_600_000_000_000);
+        assert!(matches!(
+            writer::try_claim(&page, &plat, b.index, &leased(0)),
+            Err(writer::ClaimError::Busy { pid: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn a_deposed_guard_cannot_refresh_a_successor_claimed_by_the_same_process() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(10)).unwrap();
+        let old = writer::try_claim(&page, &plat, a.index, &leased(1)).unwrap();
+        assert!(writer::heartbeat(&page, &plat, a.index, old.word));
+        // Deposed (here: released by someone else's view), then re-claimed by the process.
+        assert!(writer::release(&page, &plat, old.word));
+        let new = writer::try_claim(&page, &plat, a.index, &leased(1)).unwrap();
+        let marker = page.members[a.index].heartbeat.load(Relaxed);
+        assert_eq!(marker, crate::page::HEARTBEAT_CLAIMED | new.generation);
+        assert!(!writer::heartbeat(&page, &plat, a.index, old.word));
+        assert_eq!(page.members[a.index].heartbeat.load(Relaxed), marker);
+        assert!(writer::heartbeat(&page, &plat, a.index, new.word));
+    }
+
+    #[test]
+    fn a_generation_floor_lifts_the_claim_above_it() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(1)).unwrap();
+        let floor = writer::Declaration {
+            generation_floor: 5_000,
+            ..NONE
+        };
+        let claim = writer::try_claim(&page, &plat, a.index, &floor).unwrap();
+        assert_eq!(claim.generation, 5_001);
+        assert!(writer::release(&page, &plat, claim.word));
+        // Below the page's generation, the floor changes nothing.
+        let next = writer::try_claim(&page, &plat, a.index, &floor).unwrap();
+        assert_eq!(next.generation, 5_002);
+    }
+
+    #[test]
+    fn a_page_from_another_boot_jumps_its_generation() {
+        let page = fresh();
+        let plat = Fake::default();
+        let recovery = recover_alone(&page, &plat, BOOT, 0);
+        assert_eq!(recovery.rebooted, None);
+        let recovery = recover_alone(&page, &plat, BOOT + 1, 0);
+        assert_eq!(recovery.rebooted, Some((1000, 1000 + REBOOT_GENERATION_JUMP)));
+        assert_eq!(snapshot(&page, &plat, None).generation, 1000 + (1 << 32));
+        let recovery = recover_alone(&page, &plat, BOOT + 2, 1 << 40);
+        assert_eq!(recovery.rebooted.map(|r| r.1), Some(1 << 40));
+    }
+
+    #[test]
+    fn pins_publish_and_the_oldest_across_guards_of_one_process() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(1)).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
+        snapshots::publish(&page, &plat, claim.word, 5).unwrap();
+        assert_eq!(
+            snapshots::publish(&page, &plat, claim.word, 5),
+            Err(snapshots::PublishError::NotIncreasing { published: 5 })
+        );
+        let p5 = snapshots::attach(&page, &plat, a.index).unwrap();
+        let q5 = snapshots::attach(&page, &plat, a.index).unwrap();
+        snapshots::publish(&page, &plat, claim.word, 9).unwrap();
+        let p9 = snapshots::attach(&page, &plat, a.index).unwrap();
+        assert_eq!((p5.version, p9.version), (5, 9));
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((5, a.index)));
+        snapshots::detach(&page, &plat, a.index, p5);
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((5, a.index)));
+        snapshots::detach(&page, &plat, a.index, q5);
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((9, a.index)));
+        assert_eq!(reader_count(&page, &plat), 1);
+        snapshots::detach(&page, &plat, a.index, p9);
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
+        assert_eq!(reader_count(&page, &plat), 0);
+        // A deposed claim cannot publish; its successor's claim keeps the version.
+        assert!(writer::release(&page, &plat, claim.word));
+        let next = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        assert_eq!(
+            snapshots::publish(&page, &plat, claim.word, 10),
+            Err(snapshots::PublishError::Deposed)
+        );
+        assert_eq!(snapshots::published(&page), 9);
+        snapshots::publish(&page, &plat, next.word, 10).unwrap();
+    }
+
+    #[test]
+    fn full_pin_slots_share_an_older_version() {
+        let page = fresh();
+        let plat = Fake::default(); // 4 slots
+        let (a, _) = members::register(&page, &plat, who(1)).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        let mut pins = Vec::new();
+        for v in 1..=6 {
+            snapshots::publish(&page, &plat, claim.word, v).unwrap();
+            pins.push(snapshots::attach(&page, &plat, a.index).unwrap());
+        }
+        assert_eq!(pins[5].version, 6);
+        assert_eq!(pins[5].recorded, 4, "the newest older slot is shared");
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((1, a.index)));
+        for pin in pins.drain(..4) {
+            snapshots::detach(&page, &plat, a.index, pin);
+        }
+        // Versions 5 and 6 share the slot of 4: the oldest is 4 until they leave.
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((4, a.index)));
+        for pin in pins.drain(..) {
+            snapshots::detach(&page, &plat, a.index, pin);
+        }
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
+    }
+
+    #[test]
+    fn a_dead_members_pins_and_waiter_bits_do_not_count() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(1)).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        snapshots::publish(&page, &plat, claim.word, 3).unwrap();
+        let _pin = snapshots::attach(&page, &plat, a.index).unwrap();
+        wait::enter(&page, &plat, WaitKind::Publish, a.index);
+        assert!(wait::anyone_waits(&page, WaitKind::Publish));
+        // a dies
+        plat.mine.borrow_mut().remove(&a.index);
+        let (_b, reaped) = members::register(&page, &plat, who(2)).unwrap();
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(reaped[0].readers, 1);
+        assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
+        assert_eq!(reader_count(&page, &plat), 0);
+        assert!(!wait::anyone_waits(&page, WaitKind::Publish));
+    }
+
+    #[test]
     fn invalid_owner_slot_is_taken_over_and_exhausted_generation_refused() {
         let page = fresh();
         let plat = Fake::default();
         let (a, _) = members::register(&page, &plat, who(1)).unwrap();
         page.writer.owner.store(5 << 8 | 250, Relaxed);
-        let claim = writer::try_claim(&page, &plat, a.index, None).unwrap();
+        let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
         assert_eq!(claim.generation, 6);
         assert!(writer::release(&page, &plat, claim.word));
         page.writer
             .owner
             .store(owner_word(MAX_GENERATION, None), Relaxed);
         assert_eq!(
-            writer::try_claim(&page, &plat, a.index, None),
+            writer::try_claim(&page, &plat, a.index, &NONE),
             Err(writer::ClaimError::GenerationExhausted)
         );
     }
@@ -295,7 +528,7 @@ mod tests {
             let (reg, _) = members::register(&page, &plat, who(pid)).unwrap();
             seen.push(reg.index);
         }
-        assert!(seen[..62].iter().all(|i| i % 2 == 0));
+        assert!(seen[..60].iter().all(|i| i % 2 == 0));
         assert_eq!(
             members::register(&page, &plat, who(999)),
             Err(members::Full)
@@ -307,10 +540,10 @@ mod tests {
         let page = fresh();
         let plat = Fake::default();
         let (a, _) = members::register(&page, &plat, who(1)).unwrap();
-        writer::try_claim(&page, &plat, a.index, None).unwrap();
-        members::attach(&page, a.index);
+        writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        snapshots::attach(&page, &plat, a.index).unwrap();
         plat.mine.borrow_mut().clear();
-        let recovery = recover_alone(&page, &plat);
+        let recovery = recover_alone(&page, &plat, BOOT, 0);
         assert!(recovery.found_stale_state());
         assert_eq!(recovery.reaped.len(), 1);
         assert_eq!(recovery.reaped[0].readers, 1);

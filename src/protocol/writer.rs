@@ -3,49 +3,58 @@
 //! # Argument of correctness
 //!
 //! The owner word is `generation << 8 | slot`. Every claim is one compare-and-swap from
-//! the word it observed to `(generation + 1, me)`, so
+//! the word it observed to `(next, me)`, where `next` is the observed generation + 1 (or,
+//! with a generation floor `f`, at least `f + 1`), so
 //!
 //! * **at most one owner** (invariant 1): of claimants that observed the same word,
 //!   exactly one CAS succeeds; the others observe a changed word and start over;
 //! * **generations strictly increase and never repeat** (invariant 2): each success
-//!   writes its observed generation + 1 into the same word it takes ownership in, and the
-//!   generation is never lowered — release and reaping keep it, only the slot is cleared.
-//!   There is no window between "I own" and "my generation is set".
+//!   writes a generation above the observed one into the same word it takes ownership in,
+//!   and the generation is never lowered — release and reaping keep it, only the slot is
+//!   cleared. There is no window between "I own" and "my generation is set".
 //!
 //! A claimant may CAS away an owner word that names
 //! * nobody (slot 0);
-//! * a dead member — one whose lock it could take, which is reaping it: the reap frees the
-//!   word (keeping the generation) and the claimant claims the free word;
-//! * a live member whose heartbeat is older than the claimant's lease (a *lease takeover*);
+//! * a dead member — one whose lock no live process holds exclusively. The claimant reaps
+//!   it when it can take its lock; when it cannot (a death watcher or a read-only process
+//!   holds the byte *shared* for an instant) it claims over it without reaping: the probe
+//!   already proved the member dead, and the CAS from the observed word fails if a
+//!   registrant freed it meanwhile;
+//! * a live member that **declared a lease** with its claim and whose heartbeat is older
+//!   than that lease (a *lease takeover*). The claimant's own lease plays no part: it is
+//!   what the claimant declares for itself. The declaration is stored in the owner's own
+//!   member entry before its claim's CAS, so whoever reads the owner word (SeqCst) and then
+//!   the entry sees the declaration of that claim;
 //! * an invalid slot (damage).
 //!
 //! A **deposed writer** (invariant 3) recognises itself because the owner word is no
 //! longer exactly the word its claim wrote — with its generation inside, so even a later
 //! claim by the same process cannot be mistaken for the old one. Its `release` is a CAS
-//! from *its* word, so it fails; its `heartbeat` stores only into its own member entry
-//! (which no successor reads as its own), then reports `Deposed`. Nothing it does can
-//! change its successor's owner word, generation or heartbeat (invariant 4).
+//! from *its* word, so it fails. Its `heartbeat` loads the heartbeat word, checks the owner
+//! word, and only then CASes the stamp in from the value it loaded. A claim by the same
+//! process writes `HEARTBEAT_CLAIMED | generation` into that word before its owner CAS,
+//! and only once the owner word no longer names the process — after the old guard was
+//! deposed. So an old guard either loads the marker (then its check fails) or loaded an
+//! older value (then its CAS fails: markers are unique per generation and a process's
+//! stamps strictly increase). Nothing it does can change its successor's owner word,
+//! generation, heartbeat or published version (invariant 4).
 //!
-//! **Waiting** claimants sleep on `wake_seq` (a futex in production). A waiter counts
-//! itself in `waiters` *before* it first looks at the owner word, and reads `wake_seq`
-//! before each look; a release clears the owner word, then reads `waiters`, and only if it
-//! is non-zero bumps `wake_seq` and wakes sleepers (all SeqCst). If a waiter's look saw the
-//! owner, its increment precedes the release's CAS and so the release's read of `waiters`:
-//! the release bumps `wake_seq` — before the waiter's sleep checks it (the sleep returns at
-//! once) or after (the wake-up reaches it). An uncontended release thus costs one CAS and
-//! one load. Death cannot wake anyone, so the platform's death watcher
-//! ([`Platform::watch_member`]) bumps `wake_seq` when the owner's lock is dropped, and the
+//! **Waiting** claimants sleep on `wake_seq` with their member's bit set in
+//! `claim_waiters` (see `wait.rs`): a release clears the owner word, then wakes them only if
+//! a bit is set. Death cannot wake anyone, so the platform's death watcher
+//! ([`Platform::watch_member`]) wakes them when the owner's lock is dropped, and the
 //! wait is bounded in any case so that nothing waits forever on a dead process (invariant 7).
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::Duration;
 
 use crate::page::{
-    identity_pid, owner_generation, owner_slot, owner_word, OwnerSlot, Page, HEARTBEAT_UNSTAMPED,
-    MAX_GENERATION,
+    declared_lease_ns, identity_pid, lease_start_word, owner_generation, owner_slot, owner_word,
+    published_version, published_word, OwnerSlot, Page, HEARTBEAT_CLAIMED, MAX_GENERATION,
 };
-use crate::platform::{Mutant, Platform, Word};
+use crate::platform::{Mutant, Platform, WaitKind, Word};
 use crate::protocol::members::{clear_held_entry, Reaped};
+use crate::protocol::wait;
 
 /// Longest a waiting claimant sleeps between looks at the owner, in case no death watcher
 /// could be started; also bounds how late a lease expiry is noticed.
@@ -53,6 +62,7 @@ pub const MAX_WAIT_SLICE: Duration = Duration::from_millis(5);
 
 /// How a claim displaced its predecessor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Takeover {
     /// The owner's process was dead (its member lock was free); it was reaped.
     Dead {
@@ -61,14 +71,16 @@ pub enum Takeover {
         /// The generation it owned.
         generation: u64,
     },
-    /// The owner was alive but its heartbeat was older than the claimant's lease.
+    /// The owner was alive but its heartbeat was older than the lease it had declared.
     LeaseExpired {
         /// Its pid, as it recorded it.
         pid: u32,
         /// The generation it owned.
         generation: u64,
-        /// How old its heartbeat was, in nanoseconds.
-        heartbeat_age_ns: u64,
+        /// How old its heartbeat was.
+        heartbeat_age: Duration,
+        /// The lease it had declared.
+        lease: Duration,
     },
     /// The owner word named no valid member (damage).
     Invalid {
@@ -109,6 +121,29 @@ pub enum ClaimError {
     GenerationExhausted,
 }
 
+/// What a claimant declares about itself with its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Declaration {
+    /// The lease it declares, in whole milliseconds (`LEASE_NONE_MS`: none).
+    pub lease_ms: u64,
+    /// Its process start time (display), kept beside the lease in its entry.
+    pub process_start_secs: u32,
+    /// Its claim must get a generation above this (the engine's highest durable token).
+    pub generation_floor: u64,
+    /// With [`Mutant::ClaimantChoosesLease`] only: the lease the claimant judges by.
+    pub judge_by_ns: Option<u64>,
+}
+
+impl Declaration {
+    /// No lease, no floor.
+    pub const NONE: Declaration = Declaration {
+        lease_ms: crate::page::LEASE_NONE_MS,
+        process_start_secs: 0,
+        generation_floor: 0,
+        judge_by_ns: None,
+    };
+}
+
 /// Read the owner word. The one place that does.
 #[inline]
 pub fn load_owner<W: Word>(page: &Page<W>) -> u64 {
@@ -127,27 +162,41 @@ pub struct Watched {
 }
 
 /// One attempt to claim the writer role for member `me`, taking over a dead owner, an
-/// owner with an invalid slot, or (with `lease_ns`) an owner whose heartbeat is older than
-/// the lease. An owner that has not heartbeaten since its claim is not judged by a single
-/// attempt (only by [`claim_until`], which watches it for the lease).
+/// owner with an invalid slot, or an owner whose heartbeat is older than the lease it
+/// declared. An owner that has not heartbeaten since its claim is not judged by a single
+/// attempt (only by [`claim_until`], which watches it for its lease).
 pub fn try_claim<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
-    lease_ns: Option<u64>,
+    declare: &Declaration,
 ) -> Result<Claim, ClaimError> {
-    try_claim_watching(page, plat, me, lease_ns, None)
+    try_claim_watching(page, plat, me, declare, None)
 }
 
-/// When the lease of the owner whose word is `word` and whose heartbeat is `heartbeat`
-/// started: its heartbeat, or — not heartbeaten since its claim — when `watched` first saw
-/// it own.
+/// When the lease of the owner whose word is `word` and whose heartbeat word is
+/// `heartbeat` started: its heartbeat, or — not heartbeaten since its claim — when
+/// `watched` first saw it own.
 fn lease_start(heartbeat: u64, word: u64, watched: Option<Watched>) -> Option<u64> {
-    if heartbeat != HEARTBEAT_UNSTAMPED {
+    if heartbeat & HEARTBEAT_CLAIMED == 0 {
         Some(heartbeat)
     } else {
         watched.filter(|w| w.word == word).map(|w| w.since)
     }
+}
+
+/// The lease a live owner (member `index`) is judged by: the one it declared.
+#[inline]
+fn owner_lease<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    index: usize,
+    declare: &Declaration,
+) -> Option<u64> {
+    if plat.mutant(Mutant::ClaimantChoosesLease) {
+        return declare.judge_by_ns;
+    }
+    declared_lease_ns(page.members[index].lease_start.load(Acquire))
 }
 
 #[inline]
@@ -155,7 +204,7 @@ fn try_claim_watching<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
-    lease_ns: Option<u64>,
+    declare: &Declaration,
     watched: Option<Watched>,
 ) -> Result<Claim, ClaimError> {
     let mut displaced = None;
@@ -185,31 +234,30 @@ fn try_claim_watching<P: Platform>(
                         }
                         continue;
                     }
-                    // Someone else holds its lock right now (a reaper or a registrant,
-                    // either of which frees the word): busy; the caller looks again.
-                    return Err(ClaimError::Busy {
-                        index: i,
-                        pid,
-                        generation,
+                    // Nobody holds its byte exclusively, but someone holds it shared for
+                    // an instant (a death watcher, a read-only prober) or is reaping it:
+                    // it is dead all the same. Claim over it; the entry is reaped later.
+                    Some(Takeover::Dead { pid, generation })
+                } else {
+                    let expired = owner_lease(page, plat, i, declare).and_then(|lease| {
+                        let start = lease_start(owner.heartbeat.load(Acquire), word, watched)?;
+                        let age = plat.now().saturating_sub(start);
+                        (age > lease).then_some((age, lease))
                     });
-                }
-                let expired = lease_ns.and_then(|lease| {
-                    let start = lease_start(owner.heartbeat.load(Acquire), word, watched)?;
-                    let age = plat.now().saturating_sub(start);
-                    (age > lease).then_some(age)
-                });
-                match expired {
-                    Some(heartbeat_age_ns) => Some(Takeover::LeaseExpired {
-                        pid,
-                        generation,
-                        heartbeat_age_ns,
-                    }),
-                    None => {
-                        return Err(ClaimError::Busy {
-                            index: i,
+                    match expired {
+                        Some((age, lease)) => Some(Takeover::LeaseExpired {
                             pid,
                             generation,
-                        })
+                            heartbeat_age: Duration::from_nanos(age),
+                            lease: Duration::from_nanos(lease),
+                        }),
+                        None => {
+                            return Err(ClaimError::Busy {
+                                index: i,
+                                pid,
+                                generation,
+                            })
+                        }
                     }
                 }
             }
@@ -217,17 +265,20 @@ fn try_claim_watching<P: Platform>(
         let next = if plat.mutant(Mutant::ClaimWithoutGenerationBump) {
             generation
         } else {
-            generation + 1
+            generation.max(declare.generation_floor).saturating_add(1)
         };
         if next > MAX_GENERATION {
             return Err(ClaimError::GenerationExhausted);
         }
-        // An old heartbeat of ours must not make us look expired the moment we own: mark
-        // it "not since this claim" (our own entry; no other live process writes it).
+        // Our declaration, and "not heartbeaten since this claim", go into our own entry
+        // (no other live process writes it) before the CAS that makes them ours to judge.
         // Reading the clock here would cost more than the rest of the claim.
-        page.members[me]
-            .heartbeat
-            .store(HEARTBEAT_UNSTAMPED, Release);
+        let me_entry = &page.members[me];
+        me_entry.lease_start.store(
+            lease_start_word(declare.lease_ms, declare.process_start_secs),
+            Release,
+        );
+        me_entry.heartbeat.store(HEARTBEAT_CLAIMED | next, SeqCst);
         let mine = owner_word(next, Some(me));
         let won = if plat.mutant(Mutant::ClaimWithoutCas) {
             page.writer.owner.store(mine, SeqCst);
@@ -241,6 +292,9 @@ fn try_claim_watching<P: Platform>(
         if !won {
             continue;
         }
+        if !plat.mutant(Mutant::ClaimWithoutRetag) {
+            retag_published(page, next);
+        }
         if takeover.is_some() {
             page.writer.takeovers.fetch_add(1, Relaxed);
         }
@@ -252,27 +306,39 @@ fn try_claim_watching<P: Platform>(
     }
 }
 
+/// Make the published version carry this claim's tag, so that a publish by a deposed
+/// writer that loaded the word before this claim can no longer land (see `snapshots.rs`).
+#[inline]
+fn retag_published<W: Word>(page: &Page<W>, generation: u64) {
+    let published = &page.snapshot.published;
+    let mut word = published.load(SeqCst);
+    loop {
+        let tagged = published_word(published_version(word), generation);
+        match published.compare_exchange(word, tagged, SeqCst, SeqCst) {
+            Ok(_) => return,
+            Err(now) => word = now,
+        }
+    }
+}
+
 /// Claim, waiting until `deadline` (in [`Platform::now`] nanoseconds) for the owner to
-/// release, die, or (with `lease_ns`) let its heartbeat grow older than the lease.
+/// release, die, or let its heartbeat grow older than the lease it declared.
 pub fn claim_until<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
-    lease_ns: Option<u64>,
+    declare: &Declaration,
     deadline: u64,
 ) -> Result<Claim, ClaimError> {
     let writer = &page.writer;
-    let counted_late = plat.mutant(Mutant::WaiterCountedAfterLook);
-    if !counted_late {
-        writer.waiters.fetch_add(1, SeqCst);
-        // Our count, then our looks at the owner word; a release: its CAS, then its read
-        // of the count. SeqCst orders the pairs (see Word::seq_cst_order_point).
-        P::Word::seq_cst_order_point();
+    let late = wait::bit_after_look(plat, WaitKind::Claim);
+    if !late {
+        wait::enter(page, plat, WaitKind::Claim, me);
     }
     let mut watched: Option<Watched> = None;
     let result = loop {
         let seq = writer.wake_seq.load(SeqCst);
-        let busy = match try_claim_watching(page, plat, me, lease_ns, watched) {
+        let busy = match try_claim_watching(page, plat, me, declare, watched) {
             Err(busy @ ClaimError::Busy { .. }) => busy,
             done => break done,
         };
@@ -290,25 +356,25 @@ pub fn claim_until<P: Platform>(
         if watched.is_none_or(|w| w.word != word) {
             watched = Some(Watched { word, since: now });
         }
-        plat.watch_member(index);
+        plat.watch_member(index, page.members[index].identity.load(Acquire));
         let mut slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
-        if let Some(lease) = lease_ns {
+        if let Some(lease) = owner_lease(page, plat, index, declare) {
             let heartbeat = page.members[index].heartbeat.load(Acquire);
             if let Some(start) = lease_start(heartbeat, word, watched) {
                 let expires = start.saturating_add(lease).saturating_add(1);
                 slice = slice.min(expires.saturating_sub(now).max(1));
             }
         }
-        if counted_late {
-            writer.waiters.fetch_add(1, SeqCst);
+        if late {
+            wait::enter(page, plat, WaitKind::Claim, me);
         }
         plat.wait(&writer.wake_seq, seq, Duration::from_nanos(slice));
-        if counted_late {
-            writer.waiters.fetch_sub(1, SeqCst);
+        if late {
+            wait::leave(page, plat, WaitKind::Claim, me);
         }
     };
-    if !counted_late {
-        writer.waiters.fetch_sub(1, SeqCst);
+    if !late {
+        wait::leave(page, plat, WaitKind::Claim, me);
     }
     result
 }
@@ -319,13 +385,29 @@ pub fn is_current<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> boo
     plat.mutant(Mutant::HeartbeatWithoutOwnerCheck) || load_owner(page) == word
 }
 
-/// Stamp the heartbeat of the claim that wrote `word` (owned by member `me`). Stores only
-/// into the caller's own member entry; `false` when the claim has been deposed.
+/// Stamp the heartbeat of the claim that wrote `word` (owned by member `me`). Writes only
+/// the caller's own member entry, and only while the claim is current: `false`, changing
+/// nothing, once it has been deposed.
 #[inline]
 pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u64) -> bool {
-    let now = plat.now().max(HEARTBEAT_UNSTAMPED + 1);
-    page.members[me].heartbeat.store(now, Release);
-    is_current(page, plat, word)
+    let stamp_word = &page.members[me].heartbeat;
+    if plat.mutant(Mutant::HeartbeatStoresFirst) {
+        stamp_word.store(plat.local().next_stamp(plat.now()), Release);
+        return is_current(page, plat, word);
+    }
+    loop {
+        let seen = stamp_word.load(SeqCst);
+        if !is_current(page, plat, word) {
+            return false;
+        }
+        let stamp = plat.local().next_stamp(plat.now());
+        if stamp_word
+            .compare_exchange(seen, stamp, SeqCst, SeqCst)
+            .is_ok()
+        {
+            return true;
+        }
+    }
 }
 
 /// Release the claim that wrote `word`: free the owner word (keeping the generation) only
@@ -349,12 +431,8 @@ pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
 }
 
 /// Tell waiting claimants to look again (after a release, or when a death is noticed).
-/// A no-op (one load) when nobody waits.
+/// Loads only when nobody waits.
 #[inline]
 pub fn wake_claimants<P: Platform>(page: &Page<P::Word>, plat: &P) {
-    P::Word::seq_cst_order_point();
-    if page.writer.waiters.load(SeqCst) != 0 {
-        page.writer.wake_seq.fetch_add(1, SeqCst);
-        plat.wake_all(&page.writer.wake_seq);
-    }
+    wait::wake(page, plat, WaitKind::Claim);
 }

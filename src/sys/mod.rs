@@ -9,7 +9,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,8 @@ use crate::page::{
     classify_prefix, owner_generation, Invalid, Page, DEAD_MAN_SWITCH_BYTE, FORMAT_VERSION,
     MAX_GENERATION, MEMBER_CAPACITY, MEMBER_LOCK_BASE, ORIGIN_CREATED, ORIGIN_HEALED, PAGE_SIZE,
 };
-use crate::platform::Platform;
-use crate::protocol::{self, writer, Recovery};
+use crate::platform::{Platform, WaitKind};
+use crate::protocol::{self, Local, Recovery};
 use crate::snapshot::Snapshot;
 use os::LockKind;
 
@@ -43,8 +44,23 @@ pub(crate) struct Mapping {
     /// OFD locks never conflict within one open file description, so threads of this
     /// process exclude each other here.
     held: [AtomicBool; MEMBER_CAPACITY],
-    /// Members a death watcher thread is waiting on.
-    watching: parking_lot::Mutex<[bool; MEMBER_CAPACITY]>,
+    /// Per member, the identity word a death watcher of this process was last started
+    /// for: at most one watcher per member incarnation, however often waiters ask.
+    watched: parking_lot::Mutex<[u64; MEMBER_CAPACITY]>,
+    /// This process's reader pins and heartbeat stamps for this page.
+    local: Local<AtomicU64>,
+    /// Threads of this process asleep in the page, per [`WaitKind`].
+    local_waiters: parking_lot::Mutex<[u32; 3]>,
+}
+
+/// Pin slots per process and file: distinct versions its readers can pin at once before
+/// new pins share an older version's slot.
+const LOCAL_PIN_SLOTS: usize = 64;
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        forget_library_fd(self.file.as_raw_fd());
+    }
 }
 
 impl Mapping {
@@ -127,43 +143,60 @@ impl Platform for OsPlatform<'_> {
         os::futex_wait(word, expected, timeout)
     }
 
-    fn wake_all(&self, word: &AtomicU64) {
+    fn wake_all(&self, word: &AtomicU64) -> usize {
         os::futex_wake_all(word)
     }
 
     /// A death watcher: a thread that blocks on a shared lock of the member's byte through
     /// its own open file description. The kernel grants it when the member's process dies
-    /// (or closes the file); the thread lets it go at once and wakes every waiting
-    /// claimant. One per watched member per process; it ends when the member's holder does.
-    fn watch_member(&self, index: usize) {
+    /// (or closes the file); the thread unlocks it at once (explicitly: a forked child may
+    /// share the description), and wakes every sleeper. At most one per member
+    /// incarnation per process, however many waiters ask and however often; it ends when
+    /// that incarnation does.
+    fn watch_member(&self, index: usize, identity: u64) {
         let m = self.mapping;
         {
-            let mut watching = m.watching.lock();
-            if watching[index] {
+            let mut watched = m.watched.lock();
+            if identity == 0 || watched[index] == identity {
                 return;
             }
-            watching[index] = true;
+            watched[index] = identity;
         }
         let reopened = File::open(format!("/proc/self/fd/{}", m.file.as_raw_fd()));
         let mapping = Arc::clone(m);
         let spawned = reopened.and_then(|watch_file| {
+            let fd = watch_file.as_raw_fd();
+            remember_library_fd(fd);
             std::thread::Builder::new()
                 .name("shmlock-watch".into())
                 .stack_size(64 * 1024)
                 .spawn(move || {
                     let byte = MEMBER_LOCK_BASE + index as u64;
                     let result = os::lock_blocking(&watch_file, LockKind::Shared, byte);
-                    drop(watch_file); // let the lock go before anyone looks again
-                    mapping.watching.lock()[index] = false;
                     if result.is_ok() {
-                        writer::wake_claimants(mapping.page(), &mapping.platform());
+                        let _ = os::unlock(&watch_file, byte);
+                    }
+                    forget_library_fd(fd);
+                    drop(watch_file);
+                    if result.is_ok() {
+                        protocol::wake_after_death(mapping.page(), &mapping.platform());
                     }
                 })
+                .inspect_err(|_| forget_library_fd(fd))
         });
         if spawned.is_err() {
-            // Waiters fall back to polling every MAX_WAIT_SLICE.
-            m.watching.lock()[index] = false;
+            // Waiters fall back to polling every wait slice; a later wait may try again.
+            m.watched.lock()[index] = 0;
         }
+    }
+
+    #[inline]
+    fn local(&self) -> &Local<AtomicU64> {
+        &self.mapping.local
+    }
+
+    fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
+        f(&mut self.mapping.local_waiters.lock()[kind.index()]);
     }
 }
 
@@ -359,12 +392,15 @@ fn map(path: &Path, file: File) -> Result<Arc<Mapping>> {
         .len(PAGE_SIZE)
         .map_raw(&file)
         .map_err(|e| io_err("mmap", path, e))?;
+    remember_library_fd(file.as_raw_fd());
     Ok(Arc::new(Mapping {
         path: path.to_path_buf(),
         file,
         map,
         held: std::array::from_fn(|_| AtomicBool::new(false)),
-        watching: parking_lot::Mutex::new([false; MEMBER_CAPACITY]),
+        watched: parking_lot::Mutex::new([0; MEMBER_CAPACITY]),
+        local: Local::new(LOCAL_PIN_SLOTS),
+        local_waiters: parking_lot::Mutex::new([0; 3]),
     }))
 }
 
@@ -389,6 +425,11 @@ fn incompatible(path: &Path, found: u64) -> Error {
 fn invalid_to_error(path: &Path, len: u64, why: Invalid, live: bool) -> Error {
     match why {
         Invalid::NewerVersion(v) => incompatible(path, v),
+        Invalid::OlderVersion(v) => Error::IncompatibleVersion {
+            path: path.to_path_buf(),
+            found: v,
+            supported: FORMAT_VERSION,
+        },
         Invalid::NotOurs => not_ours(path, len),
         Invalid::OtherByteOrder => Error::corrupt(
             path,
@@ -428,6 +469,7 @@ fn plan_alone(path: &Path, file: &File, len: u64) -> Result<AlonePlan> {
         Err(Invalid::Initialising) => Ok(AlonePlan::Heal(
             "an initialisation was interrupted".to_string(),
         )),
+        Err(Invalid::OlderVersion(_)) if len == PAGE_SIZE as u64 => Ok(AlonePlan::Recover),
         Err(why) => Err(invalid_to_error(path, len, why, false)),
     }
 }
@@ -444,6 +486,7 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
     let plat = mapping.platform();
     let page = mapping.page();
     let clock_seed = os::unix_ns() / 1000;
+    let boot = os::boot_id_hash();
     // A heal restarts the generation from the clock, and above whatever the damaged
     // page's owner word still holds if that is plausible (a burst of claims can outrun
     // the clock); an implausible one (past half the range) is ignored as damage.
@@ -453,18 +496,24 @@ fn settle_alone(path: &Path, file: File, len: u64) -> Result<(Arc<Mapping>, Sett
     };
     let settled = match plan {
         AlonePlan::Initialise => {
-            page.initialise(&plat, os::unix_ns(), clock_seed, ORIGIN_CREATED);
+            page.initialise(&plat, os::unix_ns(), clock_seed, ORIGIN_CREATED, boot);
             Settled::Created
         }
         AlonePlan::Heal(reason) => {
-            page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED);
+            page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED, boot);
             Settled::Healed(reason)
         }
         AlonePlan::Recover => match page.validate() {
-            Ok(()) => Settled::Recovered(protocol::recover_alone(page, &plat)),
+            Ok(()) => Settled::Recovered(protocol::recover_alone(page, &plat, boot, clock_seed)),
             Err(Invalid::Damaged(what)) => {
-                page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED);
+                page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED, boot);
                 Settled::Healed(format!("line 0 was damaged: {what}"))
+            }
+            Err(Invalid::OlderVersion(v)) => {
+                page.initialise(&plat, os::unix_ns(), heal_seed(), ORIGIN_HEALED, boot);
+                Settled::Healed(format!(
+                    "upgraded from format version {v} to {FORMAT_VERSION} (the generation carries on above the old one; the published version restarts at 0)"
+                ))
             }
             Err(why) => return Err(invalid_to_error(path, len, why, false)),
         },
@@ -540,6 +589,27 @@ pub(crate) fn open(path: &Path, params: &OpenParams) -> Result<Opened> {
     }
 }
 
+/// Whether `path` names a shmlock lock file rather than a data file: its name ends in
+/// `-shm`, or it starts with the shmlock magic (in either byte order, finished or not).
+pub(crate) fn is_lock_file(path: &Path) -> bool {
+    if path
+        .file_name()
+        .is_some_and(|name| name.as_encoded_bytes().ends_with(b"-shm"))
+    {
+        return true;
+    }
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    file.read_exact_at(&mut magic, 0).is_ok()
+        && !matches!(classify_prefix(&magic), Err(Invalid::NotOurs))
+}
+
 /// Read-only look at a lock file: opens it read-only, copies the page with `pread` (so a
 /// concurrent truncation cannot SIGBUS us), probes member locks without taking them.
 /// Creates, registers and writes nothing. `None` when there is no file or it is empty.
@@ -581,13 +651,17 @@ pub(crate) fn inspect(path: &Path) -> Result<Option<Snapshot>> {
     };
     copy.validate()
         .map_err(|why| invalid_to_error(path, len, why, false))?;
-    let plat = ProbePlatform { file: &file };
+    let plat = ProbePlatform {
+        file: &file,
+        local: Local::new(1),
+    };
     Ok(Some(protocol::snapshot(&copy, &plat, None)))
 }
 
 /// A platform that only looks: for `inspect` over a copy of the page.
 struct ProbePlatform<'a> {
     file: &'a File,
+    local: Local<AtomicU64>,
 }
 
 impl Platform for ProbePlatform<'_> {
@@ -605,7 +679,15 @@ impl Platform for ProbePlatform<'_> {
     fn wait(&self, _: &AtomicU64, _: u64, timeout: Duration) {
         std::thread::sleep(timeout)
     }
-    fn wake_all(&self, _: &AtomicU64) {}
+    fn wake_all(&self, _: &AtomicU64) -> usize {
+        1
+    }
+    fn local(&self) -> &Local<AtomicU64> {
+        &self.local
+    }
+    fn with_local_waiters(&self, _: WaitKind, f: &mut dyn FnMut(&mut u32)) {
+        f(&mut 0)
+    }
 }
 
 /// Bumped in every child right after `fork()`: a handle remembers the value it was opened
@@ -630,8 +712,55 @@ extern "C" fn after_fork_in_parent() {
     unsafe { REGISTRY.force_unlock() };
 }
 
+/// Descriptors this library owns (each mapping's, each death watcher's): a forked child
+/// must not keep their locks alive (see [`after_fork_in_child`]). A fixed table of atomics
+/// so the child can read it without taking a lock another thread may have held at fork.
+static LIBRARY_FDS: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+
+fn remember_library_fd(fd: RawFd) {
+    for slot in &LIBRARY_FDS {
+        if slot
+            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    log::warn!("more than 256 shmlock descriptors: a forked child may keep descriptor {fd}'s locks");
+}
+
+fn forget_library_fd(fd: RawFd) {
+    for slot in &LIBRARY_FDS {
+        if slot
+            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    // The child shares every open file description of the parent, and OFD locks belong to
+    // the description: a child that lives on (a pre-fork worker) would keep the parent's
+    // member, dead-man-switch and death-watcher locks alive after the parent dies. Point
+    // the child's copies at /dev/null instead (the parent's descriptions are untouched).
+    // SAFETY: open, dup2 and close are async-signal-safe; the path is a NUL-terminated
+    // literal; every descriptor in the table is one this library opened and has not yet
+    // closed (it leaves the table before it is closed).
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            for slot in &LIBRARY_FDS {
+                let fd = slot.load(Ordering::Acquire);
+                if fd >= 0 && fd != null {
+                    libc::dup3(null, fd, libc::O_CLOEXEC);
+                }
+            }
+            libc::close(null);
+        }
+    }
     // SAFETY: `before_fork` locked the registry in the forking thread, which is the only
     // thread of the child, and forgot the guard.
     unsafe { REGISTRY.force_unlock() };

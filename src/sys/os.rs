@@ -117,11 +117,11 @@ pub(crate) fn futex_wait(word: &AtomicU64, expected: u64, timeout: Duration) {
     }
 }
 
-/// Wake every process sleeping in [`futex_wait`] on `word`.
-pub(crate) fn futex_wake_all(word: &AtomicU64) {
+/// Wake every process sleeping in [`futex_wait`] on `word`; returns how many were woken.
+pub(crate) fn futex_wake_all(word: &AtomicU64) -> usize {
     // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the word's memory beyond
     // hashing its address.
-    unsafe {
+    let woken = unsafe {
         libc::syscall(
             libc::SYS_futex,
             futex_addr(word),
@@ -130,14 +130,15 @@ pub(crate) fn futex_wake_all(word: &AtomicU64) {
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    // On an error, say "someone": the caller then does not treat the sleepers as dead.
+    usize::try_from(woken).unwrap_or(1)
 }
 
-/// `CLOCK_BOOTTIME` in nanoseconds: monotonic, shared by every process on the host,
-/// counts suspend, and is not stepped when the wall clock is.
+/// `CLOCK_BOOTTIME` of this process's time namespace, in nanoseconds.
 #[inline]
-pub(crate) fn boottime_ns() -> u64 {
+fn raw_boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -145,6 +146,104 @@ pub(crate) fn boottime_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on Linux >= 2.6.39.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The host's `CLOCK_BOOTTIME` in nanoseconds: monotonic, counts suspend, not stepped when
+/// the wall clock is, and the same in every process whatever its time namespace (Linux ≥
+/// 5.6 lets a namespace offset its boot clock; the offset is subtracted here, so every
+/// stamp in the page is on one clock). See [`clock_is_host`] for the one case it cannot
+/// know the offset.
+#[inline]
+pub(crate) fn boottime_ns() -> u64 {
+    raw_boottime_ns().wrapping_sub(time_namespace().offset_ns as u64)
+}
+
+/// Whether [`boottime_ns`] is the host's clock: `false` only in a process that unshared a
+/// time namespace for its children (its own namespace's offset is then not readable).
+/// Such a process declares no lease and judges none.
+pub(crate) fn clock_is_host() -> bool {
+    time_namespace().known
+}
+
+#[derive(Clone, Copy)]
+struct TimeNamespace {
+    offset_ns: i64,
+    known: bool,
+}
+
+/// This process's boot-clock offset, read once per process (and again in a forked child,
+/// which may be in another time namespace).
+fn time_namespace() -> TimeNamespace {
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    use std::sync::atomic::{AtomicI64, AtomicU64};
+    /// `1 << 63 | known << 62 | fork epoch`; 0: not read yet.
+    static TAG: AtomicU64 = AtomicU64::new(0);
+    static OFFSET: AtomicI64 = AtomicI64::new(0);
+    let epoch = crate::sys::fork_epoch() & ((1 << 62) - 1);
+    let tag = TAG.load(Acquire);
+    if tag != 0 && tag & ((1 << 62) - 1) == epoch {
+        return TimeNamespace {
+            offset_ns: OFFSET.load(std::sync::atomic::Ordering::Relaxed),
+            known: tag & (1 << 62) != 0,
+        };
+    }
+    let ns = read_time_namespace();
+    OFFSET.store(ns.offset_ns, std::sync::atomic::Ordering::Relaxed);
+    TAG.store(1 << 63 | u64::from(ns.known) << 62 | epoch, Release);
+    ns
+}
+
+fn read_time_namespace() -> TimeNamespace {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    // timens_offsets describes the namespace of this process's *children*; it is ours
+    // unless this process unshared a new one.
+    let own = ino("/proc/self/ns/time");
+    let children = ino("/proc/self/ns/time_for_children");
+    let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
+        // No time namespaces (Linux < 5.6): one clock for everyone.
+        return TimeNamespace {
+            offset_ns: 0,
+            known: true,
+        };
+    };
+    let offset_ns = parse_boottime_offset(&text).unwrap_or(0);
+    TimeNamespace {
+        offset_ns,
+        known: own == children,
+    }
+}
+
+/// The boottime line of `/proc/PID/timens_offsets` ("boottime <secs> <nanos>"), in ns.
+fn parse_boottime_offset(text: &str) -> Option<i64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let clock = words.next()?;
+        if clock != "boottime" && clock != "7" {
+            return None;
+        }
+        let secs: i64 = words.next()?.parse().ok()?;
+        let nanos: i64 = words.next()?.parse().ok()?;
+        Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    })
+}
+
+/// FNV-1a of the kernel's boot id (`/proc/sys/kernel/random/boot_id`), never 0; 1 when
+/// it cannot be read.
+pub(crate) fn boot_id_hash() -> u64 {
+    match std::fs::read("/proc/sys/kernel/random/boot_id") {
+        Ok(id) => fnv(id.trim_ascii()),
+        Err(_) => 1,
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
 }
 
 /// Wall-clock nanoseconds since the Unix epoch (0 before it).
@@ -212,6 +311,16 @@ pub(crate) fn network_filesystem(magic: u64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boottime_offsets_are_parsed_from_timens_offsets() {
+        let text = "monotonic           0         0\nboottime       1000000       250\n";
+        assert_eq!(parse_boottime_offset(text), Some(1_000_000_000_000_250));
+        assert_eq!(parse_boottime_offset("boottime -5 0\n"), Some(-5_000_000_000));
+        assert_eq!(parse_boottime_offset("7 2 3\n"), Some(2_000_000_003));
+        assert_eq!(parse_boottime_offset("monotonic 1 0\n"), None);
+        assert!(clock_is_host(), "the test runs in the host's time namespace");
+    }
 
     #[test]
     fn network_filesystems_are_named_and_local_ones_are_not() {

@@ -1,0 +1,489 @@
+//! Snapshots: the writer publishes versions, readers pin them, the writer learns the
+//! oldest pin, and either side sleeps until the other moves.
+//!
+//! # The words
+//!
+//! * `published` (line 2) = `version | tag << 48`: the latest version and the low 16 bits
+//!   of the generation of the claim that last owned it. Versions are below 2^48 − 1.
+//! * each member's `pins` = `readers << 48 | oldest`: how many reader guards its process
+//!   has attached and the oldest version among them. Only that process writes it.
+//! * each process keeps [`Local`] pin slots, `count << 48 | version`: which versions its
+//!   live guards pin, so a detach can tell what the process's oldest pin becomes.
+//!
+//! # Argument of correctness
+//!
+//! **Invariant 8 (no reclaimed version is read).** An attach pins the version it read
+//! (`published`), makes the pin visible in its member's word (a CAS to
+//! `(readers + 1, min(oldest, v))`), and then re-reads `published`; if it changed, it pins
+//! the new version, drops the old one, and re-reads again. It returns only once a re-read
+//! returned the version its word already covered. A writer publishes (a CAS on
+//! `published`) and then scans the members' words. All four accesses are SeqCst, so in
+//! their single total order either the scan comes after the reader's CAS (the scan sees a
+//! pin ≤ v) or the reader's re-read comes after the publish (it sees the new version and
+//! moves on). So a scan that follows `publish(w)` and reports "> v" (or no pin at all) can
+//! miss only readers that will hold a version ≥ w > v. A dead process's pins never count:
+//! the scan asks the kernel whether the member holding the minimum is alive and skips (and
+//! reaps) it if not.
+//!
+//! **Aggregation in one process.** Several threads' guards share the member's one word.
+//! A detach removes its local pin first, then CASes the word to `(readers − 1, oldest')`,
+//! where `oldest'` is a rescan of the local slots when its pin was the word's oldest.
+//! The trap: a detach that scanned, then an attach that wrote its local pin after the
+//! scan and whose `min` changed nothing (the word's oldest was already lower), then the
+//! detach storing the higher rescanned oldest — hiding the attach's pin. Here every
+//! attach changes the word (its reader count), so the detach's CAS from the word it loaded
+//! before scanning fails and it rescans. An attach's local pin is written before its CAS
+//! (Release); a detach that loads the word after that CAS (Acquire) sees the pin in its
+//! rescan. A raise never makes the word's oldest higher than a pin whose guard is live.
+//!
+//! **Invariant 9 (published versions never go backwards).** Publish is a CAS from the
+//! word it loaded to a larger version; nothing else writes the version except a heal of a
+//! damaged page, which says so. A deposed writer cannot publish: it loads `published`,
+//! checks that the owner word is still its claim's, then CASes from what it loaded; every
+//! claim re-tags `published` with its generation right after its owner CAS, so a deposed
+//! writer's CAS from a word loaded before that claim fails, and one loaded after it fails
+//! the owner check. (A deposed publish stalled across 65,536 later claims with no publish
+//! among them could meet its own tag again; the version still only grows.)
+//!
+//! **Waits** use the bitmaps and sequence words of `wait.rs`: `wait_published` sleeps
+//! until the version grows (publish wakes it), `wait_readers_past` until the oldest pin
+//! reaches a version (a detach that raises its member's oldest wakes it, and so does a
+//! death: a death watcher on the member holding the minimum, and the bounded sleep slice).
+
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::time::Duration;
+
+use crate::page::{
+    pins_oldest, pins_readers, pins_word, published_version, published_word, Page,
+    MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY, NO_PIN,
+};
+use crate::platform::{Mutant, Platform, WaitKind, Word};
+use crate::protocol::{wait, writer};
+
+/// Longest a sleeper in a snapshot wait sleeps between looks (a death it was not told of
+/// is noticed within this).
+pub const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// A process's own protocol state for one page: its reader pins, its heartbeat stamps.
+pub struct Local<W> {
+    /// `count << 48 | version`: `count` live guards of this process pin `version`.
+    slots: Box<[W]>,
+    /// Slots ever used (scans stop here).
+    used: W,
+    /// The latest heartbeat stamp this process wrote (stamps strictly increase).
+    last_stamp: W,
+}
+
+impl<W: Word> Local<W> {
+    /// A process-local state with `slots` pin slots (distinct versions pinned at once;
+    /// beyond that, a new pin shares the slot of an older version, which only holds more
+    /// back).
+    pub fn new(slots: usize) -> Local<W> {
+        Local {
+            slots: (0..slots.max(1)).map(|_| W::new(0)).collect(),
+            used: W::new(0),
+            last_stamp: W::new(0),
+        }
+    }
+
+    /// A heartbeat stamp at least `now` and above every stamp this process wrote before.
+    #[inline]
+    pub fn next_stamp(&self, now: u64) -> u64 {
+        let mut last = self.last_stamp.load(Relaxed);
+        loop {
+            let stamp = now.max(last + 1);
+            match self
+                .last_stamp
+                .compare_exchange(last, stamp, Relaxed, Relaxed)
+            {
+                Ok(_) => return stamp,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    #[inline]
+    fn used(&self) -> usize {
+        (self.used.load(Acquire) as usize).min(self.slots.len())
+    }
+
+    /// Count one more guard pinning `version`. Returns the version recorded: `version`,
+    /// or an older one whose slot it shares when every slot is taken; `None` when every
+    /// slot pins a newer version (the caller reads `published` again).
+    #[inline]
+    fn pin(&self, version: u64) -> Option<u64> {
+        'look: loop {
+            let used = self.used();
+            let mut free = None;
+            let mut older: Option<(usize, u64)> = None;
+            for (i, slot) in self.slots[..used].iter().enumerate() {
+                let word = slot.load(Acquire);
+                let (count, pinned) = (pins_readers(word), word & NO_PIN);
+                if count == 0 {
+                    free.get_or_insert(i);
+                } else if count < MAX_READERS_PER_MEMBER && pinned <= version {
+                    if pinned == version {
+                        if slot
+                            .compare_exchange(word, word + (1 << 48), Release, Relaxed)
+                            .is_ok()
+                        {
+                            return Some(version);
+                        }
+                        continue 'look; // changed under us
+                    }
+                    if older.is_none_or(|(_, v)| v < pinned) {
+                        older = Some((i, pinned));
+                    }
+                }
+            }
+            let target = match free {
+                Some(i) => Some(i),
+                None if used < self.slots.len() => {
+                    let i = self.used.fetch_add(1, AcqRel) as usize;
+                    (i < self.slots.len()).then_some(i)
+                }
+                None => None,
+            };
+            if let Some(i) = target {
+                let slot = &self.slots[i];
+                let word = slot.load(Acquire);
+                if pins_readers(word) == 0
+                    && slot
+                        .compare_exchange(word, pins_word(1, version), Release, Relaxed)
+                        .is_ok()
+                {
+                    return Some(version);
+                }
+                continue;
+            }
+            // Every slot is taken: share the slot of the newest older version (holding
+            // back more than needed, never less).
+            let (i, pinned) = older?;
+            let slot = &self.slots[i];
+            let word = slot.load(Acquire);
+            if pins_readers(word) > 0
+                && pins_readers(word) < MAX_READERS_PER_MEMBER
+                && word & NO_PIN == pinned
+                && slot
+                    .compare_exchange(word, word + (1 << 48), Release, Relaxed)
+                    .is_ok()
+            {
+                return Some(pinned);
+            }
+        }
+    }
+
+    /// Drop one guard's pin of `version` (the version [`Local::pin`] recorded).
+    #[inline]
+    fn unpin(&self, version: u64) {
+        loop {
+            let mut found = false;
+            for slot in &self.slots[..self.used()] {
+                let word = slot.load(Acquire);
+                if pins_readers(word) > 0 && word & NO_PIN == version {
+                    found = true;
+                    if slot
+                        .compare_exchange(word, word - (1 << 48), Release, Relaxed)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    break;
+                }
+            }
+            if !found {
+                debug_assert!(false, "unpin of a version this process does not pin");
+                return;
+            }
+        }
+    }
+
+    /// The oldest version this process's guards pin ([`NO_PIN`]: none).
+    #[inline]
+    fn oldest(&self) -> u64 {
+        self.slots[..self.used()]
+            .iter()
+            .map(|slot| slot.load(Acquire))
+            .filter(|&word| pins_readers(word) > 0)
+            .map(|word| word & NO_PIN)
+            .min()
+            .unwrap_or(NO_PIN)
+    }
+}
+
+
+/// A reader's pin: the version it reads, and the version its process's slot records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// The version the reader reads (`ReaderGuard::version`).
+    pub version: u64,
+    /// The version recorded for it in the process's pin slots (≤ `version`).
+    pub recorded: u64,
+}
+
+/// The member already counts [`MAX_READERS_PER_MEMBER`] readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyReaders;
+
+/// The latest published version.
+#[inline]
+pub fn published<W: Word>(page: &Page<W>) -> u64 {
+    published_version(page.snapshot.published.load(SeqCst))
+}
+
+/// Record one more pin of `local` in member `me`'s word, returning the version recorded.
+#[inline]
+fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) -> (u64, u64) {
+    loop {
+        if let Some(recorded) = plat.local().pin(version) {
+            return (version, recorded);
+        }
+        version = published(page);
+    }
+}
+
+/// Attach a reader of member `me` (the caller's own entry) and pin the latest published
+/// version: the pin is visible to every scan that follows a later publish before this
+/// returns.
+#[inline]
+pub fn attach<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+) -> Result<Pin, TooManyReaders> {
+    let pins = &page.members[me].pins;
+    let (mut version, mut recorded) = pin_locally(page, plat, published(page));
+    let mut word = pins.load(Acquire);
+    loop {
+        let readers = pins_readers(word);
+        if readers >= MAX_READERS_PER_MEMBER {
+            plat.local().unpin(recorded);
+            return Err(TooManyReaders);
+        }
+        let oldest = if readers == 0 { NO_PIN } else { word & NO_PIN };
+        match pins.compare_exchange(
+            word,
+            pins_word(readers + 1, oldest.min(recorded)),
+            SeqCst,
+            Acquire,
+        ) {
+            Ok(_) => break,
+            Err(now) => word = now,
+        }
+    }
+    if plat.mutant(Mutant::PinWithoutRecheck) {
+        return Ok(Pin { version, recorded });
+    }
+    loop {
+        // Our pin, then our re-read; a writer: its publish, then its scan.
+        P::Word::seq_cst_order_point();
+        let now = published(page);
+        if now == version {
+            return Ok(Pin { version, recorded });
+        }
+        // A publish raced with us: read the newer version instead. The word already
+        // covers it (its oldest is at most `recorded` < `now`).
+        let (next, next_recorded) = pin_locally(page, plat, now);
+        plat.local().unpin(recorded);
+        raise(page, plat, me, None);
+        version = next;
+        recorded = next_recorded;
+    }
+}
+
+/// Detach a reader of member `me` whose pin is `pin`.
+#[inline]
+pub fn detach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, pin: Pin) {
+    plat.local().unpin(pin.recorded);
+    raise(page, plat, me, Some(pin.recorded));
+}
+
+/// Update member `me`'s word after this process dropped a local pin: one reader fewer when
+/// `detached` is the dropped pin's recorded version (`None`: a pin moved, the count stays),
+/// and the oldest rescanned from the local slots when it may have risen. Wakes writers
+/// waiting for readers when the member's oldest pin rose.
+#[inline]
+fn raise<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, detached: Option<u64>) {
+    let pins = &page.members[me].pins;
+    let mut word = pins.load(Acquire);
+    loop {
+        let readers = pins_readers(word);
+        let oldest = word & NO_PIN;
+        let left = readers - u64::from(detached.is_some() && readers > 0);
+        let new_oldest = if left == 0 {
+            NO_PIN
+        } else if detached.is_none_or(|v| v == oldest) {
+            plat.local().oldest()
+        } else {
+            oldest
+        };
+        let new = pins_word(left, new_oldest);
+        if plat.mutant(Mutant::RaiseWithoutCas) {
+            pins.store(new, SeqCst);
+        } else if let Err(now) = pins.compare_exchange(word, new, SeqCst, Acquire) {
+            word = now;
+            continue;
+        }
+        let before = if readers == 0 { NO_PIN } else { oldest };
+        if new_oldest > before || (left == 0 && readers > 0) {
+            wait::wake(page, plat, WaitKind::Pins);
+        }
+        return;
+    }
+}
+
+/// The oldest version pinned by a live reader in any process, and the member holding it.
+/// May be lower than the truth for an instant (a detach in flight), never higher. Dead
+/// members' pins never count (they are reaped when found).
+pub fn oldest_pinned<P: Platform>(page: &Page<P::Word>, plat: &P) -> Option<(u64, usize)> {
+    P::Word::seq_cst_order_point();
+    let mut pinned = [NO_PIN; MEMBER_CAPACITY];
+    for (slot, member) in pinned.iter_mut().zip(&page.members) {
+        if let Some(oldest) = pins_oldest(member.pins.load(SeqCst)) {
+            *slot = oldest;
+        }
+    }
+    loop {
+        let (index, &oldest) = pinned.iter().enumerate().min_by_key(|&(_, &v)| v)?;
+        if oldest == NO_PIN {
+            return None;
+        }
+        if plat.member_locked(index) {
+            return Some((oldest, index));
+        }
+        // Its process died: its pins never count. Reap it so that later scans skip it.
+        crate::protocol::members::reap_member(page, plat, index);
+        pinned[index] = NO_PIN;
+    }
+}
+
+/// Why a publish failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// The claim is no longer current.
+    Deposed,
+    /// The version is not above the published one.
+    NotIncreasing {
+        /// The published version.
+        published: u64,
+    },
+    /// The version is above [`MAX_VERSION`].
+    TooLarge,
+}
+
+/// Publish `version` for the claim that wrote `claim_word`, then wake readers waiting for
+/// it.
+pub fn publish<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    claim_word: u64,
+    version: u64,
+) -> Result<(), PublishError> {
+    if version > MAX_VERSION {
+        return Err(PublishError::TooLarge);
+    }
+    let generation = crate::page::owner_generation(claim_word);
+    let published = &page.snapshot.published;
+    let mut word = published.load(SeqCst);
+    loop {
+        if !writer::is_current(page, plat, claim_word) {
+            return Err(PublishError::Deposed);
+        }
+        let current = published_version(word);
+        if version <= current {
+            return Err(PublishError::NotIncreasing { published: current });
+        }
+        match published.compare_exchange(
+            word,
+            published_word(version, generation),
+            SeqCst,
+            SeqCst,
+        ) {
+            Ok(_) => break,
+            Err(now) => word = now,
+        }
+    }
+    wait::wake(page, plat, WaitKind::Publish);
+    Ok(())
+}
+
+/// Wait until a version above `after` is published, or until `deadline`
+/// ([`Platform::now`] nanoseconds). Returns the published version, or `Err(published)`
+/// on time-out.
+pub fn wait_published<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+    after: u64,
+    deadline: u64,
+) -> Result<u64, u64> {
+    let kind = WaitKind::Publish;
+    let late = wait::bit_after_look(plat, kind);
+    if !late {
+        wait::enter(page, plat, kind, me);
+    }
+    let result = loop {
+        let seq = wait::seq(page, kind).load(SeqCst);
+        let now_published = published(page);
+        if now_published > after {
+            break Ok(now_published);
+        }
+        let now = plat.now();
+        if now >= deadline {
+            break Err(now_published);
+        }
+        let slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
+        if late {
+            wait::enter(page, plat, kind, me);
+        }
+        plat.wait(wait::seq(page, kind), seq, Duration::from_nanos(slice));
+        if late {
+            wait::leave(page, plat, kind, me);
+        }
+    };
+    if !late {
+        wait::leave(page, plat, kind, me);
+    }
+    result
+}
+
+/// Wait until no live reader pins a version below `version`, or until `deadline`.
+/// `Err(oldest)` on time-out, with the oldest pin then.
+pub fn wait_readers_past<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+    version: u64,
+    deadline: u64,
+) -> Result<(), u64> {
+    let kind = WaitKind::Pins;
+    let late = wait::bit_after_look(plat, kind);
+    if !late {
+        wait::enter(page, plat, kind, me);
+    }
+    let result = loop {
+        let seq = wait::seq(page, kind).load(SeqCst);
+        let (oldest, holder) = match oldest_pinned(page, plat) {
+            Some((oldest, holder)) if oldest < version => (oldest, holder),
+            _ => break Ok(()),
+        };
+        let now = plat.now();
+        if now >= deadline {
+            break Err(oldest);
+        }
+        // The holder's death must wake us: no detach will.
+        plat.watch_member(holder, page.members[holder].identity.load(Acquire));
+        let slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
+        if late {
+            wait::enter(page, plat, kind, me);
+        }
+        plat.wait(wait::seq(page, kind), seq, Duration::from_nanos(slice));
+        if late {
+            wait::leave(page, plat, kind, me);
+        }
+    };
+    if !late {
+        wait::leave(page, plat, kind, me);
+    }
+    result
+}
