@@ -67,7 +67,8 @@
 //!
 //! # Command-line tool
 //!
-//! The `shmlock` binary (feature `cli`, on by default) shows and fixes the state of a lock
+//! The `shmlock` binary (the `shmlock-cli` package in the repository's `cli/`; this crate
+//! has no command-line dependencies) shows and fixes the state of a lock
 //! file: `shmlock inspect app.db` (or `--json`), `shmlock watch app.db`, `shmlock reap
 //! app.db`, and `shmlock demo`. See the README's "Command-line tool" section.
 //!

@@ -1,9 +1,8 @@
 //! The `shmlock` command-line tool end to end: the built binary against lock files used by
 //! real `shmlock agent` child processes.
-#![cfg(feature = "cli")]
 
 #[allow(dead_code)]
-#[path = "../src/bin/shmlock/driver.rs"]
+#[path = "../cli/src/driver.rs"]
 mod driver;
 
 use std::io::{BufRead, BufReader};

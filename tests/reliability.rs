@@ -6,7 +6,7 @@
 //! `SHMLOCK_FUZZ_SEED`, `SHMLOCK_OPEN_RACE_ROUNDS` (default 100),
 //! `SHMLOCK_REGENERATE_CORPUS=1` (rewrite tests/corpus/ from its generator).
 
-#[path = "../src/bin/shmlock/driver.rs"]
+#[path = "../cli/src/driver.rs"]
 #[allow(dead_code)]
 mod driver;
 #[path = "common/reliability_pages.rs"]
@@ -429,7 +429,7 @@ fn truncation_under_live_handles_is_refused_and_never_rewritten() {
 // The malformed-file corpus
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus")
 }
 
 const MANIFEST_HEADER: &str =

@@ -1,7 +1,7 @@
 //! Security: file modes, `O_NOFOLLOW`, non-regular files, a file the caller cannot write,
 //! and a hostile writer scribbling on a live page (see the threat model in RELIABILITY.md).
 
-#[path = "../src/bin/shmlock/driver.rs"]
+#[path = "../cli/src/driver.rs"]
 #[allow(dead_code)]
 mod driver;
 

@@ -14,7 +14,7 @@
 //! close the open `BEGIN`, a `BEGIN` while a live owner's `BEGIN` is open, or any `ERROR`
 //! or `DEPOSED` a child reported.
 
-#[path = "../src/bin/shmlock/driver.rs"]
+#[path = "../cli/src/driver.rs"]
 #[allow(dead_code)]
 mod driver;
 

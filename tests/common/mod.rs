@@ -1,7 +1,7 @@
 //! Shared by the multi-process tests: the agent driver and a bounded condition wait.
 #![allow(dead_code)]
 
-#[path = "../../src/bin/shmlock/driver.rs"]
+#[path = "../../cli/src/driver.rs"]
 pub mod driver;
 
 use std::path::Path;
