@@ -101,8 +101,10 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
-    /// The file uses a format this library does not know; it was not touched.
-    #[error("{path}: format version {found} is newer than this library supports ({supported}); upgrade shmlock in every process that opens it")]
+    /// The file uses a format version other than this library's, and it was not touched:
+    /// a newer one (upgrade shmlock), or an older one still in use by processes of an
+    /// older shmlock (the first opener after they stop upgrades it).
+    #[error("{path}: format version {found}, but this library uses version {supported}; {}", version_hint(*found, *supported))]
     IncompatibleVersion {
         /// The lock file.
         path: PathBuf,
@@ -142,6 +144,14 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+}
+
+fn version_hint(found: u64, supported: u32) -> &'static str {
+    if found > supported as u64 {
+        "upgrade shmlock in every process that opens it"
+    } else {
+        "processes of an older shmlock still use it: stop them, and the next opener upgrades the file"
+    }
 }
 
 fn io_hint(source: &io::Error) -> &'static str {
