@@ -11,9 +11,9 @@ use crate::page::{lease_ms, LEASE_NONE_MS, MAX_READERS_PER_MEMBER, MAX_VERSION, 
 use crate::protocol::members::{self, Identity, Registration};
 use crate::protocol::snapshots::{self, Pin, PublishError};
 use crate::protocol::writer::{self, Claim, ClaimError, Declaration, Takeover};
+use crate::protocol::Recovery;
 use crate::protocol::{self};
 use crate::snapshot::{ReapReport, Snapshot};
-use crate::protocol::Recovery;
 use crate::sys::{self, Mapping, OpenParams, Settled};
 
 /// How [`ShmLock::open`] found the file.
@@ -812,10 +812,9 @@ impl WriterGuard {
         match snapshots::publish(inner.mapping.page(), &plat, self.claim.word, version) {
             Ok(()) => Ok(()),
             Err(PublishError::Deposed) => Err(self.deposed()),
-            Err(PublishError::NotIncreasing { published }) => Err(Error::VersionNotIncreasing {
-                version,
-                published,
-            }),
+            Err(PublishError::NotIncreasing { published }) => {
+                Err(Error::VersionNotIncreasing { version, published })
+            }
             Err(PublishError::TooLarge) => Err(Error::VersionTooLarge {
                 version,
                 max: MAX_VERSION,

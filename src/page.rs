@@ -393,9 +393,7 @@ pub fn classify_prefix(bytes: &[u8]) -> Result<(), Invalid> {
         Some(v) if v > FORMAT_VERSION as u64 && word(1) == Some(BYTE_ORDER_MARK) => {
             Err(Invalid::NewerVersion(v))
         }
-        Some(v)
-            if (1..FORMAT_VERSION as u64).contains(&v) && word(1) == Some(BYTE_ORDER_MARK) =>
-        {
+        Some(v) if (1..FORMAT_VERSION as u64).contains(&v) && word(1) == Some(BYTE_ORDER_MARK) => {
             Err(Invalid::OlderVersion(v))
         }
         _ => Ok(()),
@@ -450,20 +448,27 @@ impl<W: Word> Page<W> {
         let w = &self.writer;
         let s = &self.snapshot;
         let t = &self.wait;
-        [&w.owner, &w.takeovers, &w.wake_seq, &w.next_incarnation, &w.boot, &w.reserved]
-            .into_iter()
-            .chain(&w.claim_waiters)
-            .chain([&s.published])
-            .chain(&s.pin_waiters)
-            .chain(&s.reserved)
-            .chain([&t.publish_seq, &t.pin_seq])
-            .chain(&t.publish_waiters)
-            .chain(&t.reserved)
-            .chain(
-                self.members
-                    .iter()
-                    .flat_map(|m| [&m.identity, &m.pins, &m.heartbeat, &m.lease_start]),
-            )
+        [
+            &w.owner,
+            &w.takeovers,
+            &w.wake_seq,
+            &w.next_incarnation,
+            &w.boot,
+            &w.reserved,
+        ]
+        .into_iter()
+        .chain(&w.claim_waiters)
+        .chain([&s.published])
+        .chain(&s.pin_waiters)
+        .chain(&s.reserved)
+        .chain([&t.publish_seq, &t.pin_seq])
+        .chain(&t.publish_waiters)
+        .chain(&t.reserved)
+        .chain(
+            self.members
+                .iter()
+                .flat_map(|m| [&m.identity, &m.pins, &m.heartbeat, &m.lease_start]),
+        )
     }
 
     fn header_words(&self) -> [u64; 6] {

@@ -250,9 +250,8 @@ fn new_files_are_0600_and_provisioned_files_take_the_data_files_mode() {
     fs::set_permissions(&data, fs::Permissions::from_mode(0o664)).unwrap();
     shmlock::set_provisioning_enabled(false);
     match ShmLock::provision(&data).unwrap_err() {
-        Error::Io { op, source, .. } => {
-            assert!(op.contains("provisioning is off"), "{op}");
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        Error::ProvisioningDisabled { path } => {
+            assert_eq!(path, shmlock::shm_path_for(&data));
         }
         other => panic!("{other}"),
     }

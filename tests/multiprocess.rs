@@ -81,10 +81,11 @@ fn killed_owner_is_taken_over_by_a_waiting_claimant_with_the_next_generation() {
 fn stopped_owner_past_its_lease_is_deposed_and_cannot_touch_its_successor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lease-shm");
-    let (mut owner, _) = open_agent(&path, None);
+    // The owner declares the lease with its claim; the claimant declares none of its own.
+    let (mut owner, _) = open_agent(&path, Some(50));
     let generation = gen_of(&owner.ok("try_claim"));
     owner.ok("heartbeat_loop 5");
-    let (mut claimant, _) = open_agent(&path, Some(50));
+    let (mut claimant, _) = open_agent(&path, None);
     owner.signal(Signal::SIGSTOP);
     let words = claimant.ok("claim 30000");
     assert_eq!(gen_of(&words), generation + 1);
@@ -279,10 +280,10 @@ fn a_full_member_table_refuses_the_next_process_until_one_dies() {
 fn an_owner_that_never_heartbeats_is_deposed_by_a_waiting_lease_claimant_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("silent-shm");
-    let (mut owner, _) = open_agent(&path, None);
+    let (mut owner, _) = open_agent(&path, Some(50));
     let generation = gen_of(&owner.ok("try_claim"));
     owner.signal(Signal::SIGSTOP);
-    let (mut claimant, _) = open_agent(&path, Some(50));
+    let (mut claimant, _) = open_agent(&path, None);
     // No heartbeat since its claim: a single attempt cannot tell how old it is.
     let busy = claimant.ask("try_claim");
     assert!(busy.starts_with("err busy"), "{busy}");

@@ -50,7 +50,7 @@ pub struct Member {
     pub alive: bool,
     pub is_owner: bool,
     pub readers: u64,
-    pub registered_age_s: u64,
+    pub oldest_pin: Option<u64>,
     pub process_age_s: u64,
     pub heartbeat_age_us: Option<u64>,
 }
@@ -102,7 +102,7 @@ impl Inspect {
                     alive: m.alive,
                     is_owner: owner_index == Some(m.index),
                     readers: m.readers,
-                    registered_age_s: m.registered_age.as_secs(),
+                    oldest_pin: m.oldest_pin,
                     process_age_s: m.process_age.as_secs(),
                     heartbeat_age_us: m.heartbeat_age.map(micros),
                 })

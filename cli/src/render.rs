@@ -216,7 +216,10 @@ fn member_row(s: &Snapshot, m: &MemberInfo, changed: bool) -> Vec<(String, Style
             ("DEAD".into(), or(Style::Bad))
         },
         (m.readers.to_string(), or(Style::Plain)),
-        (format!("{} ago", age_secs(m.registered_age)), Style::Plain),
+        (
+            m.oldest_pin.map_or("-".to_string(), |v| v.to_string()),
+            Style::Plain,
+        ),
         (format!("{} ago", age_secs(m.process_age)), Style::Plain),
         (
             note,
@@ -341,7 +344,7 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
             ("PID", Align::Right),
             ("STATE", Align::Left),
             ("READERS", Align::Right),
-            ("REGISTERED", Align::Right),
+            ("OLDEST PIN", Align::Right),
             ("PROCESS STARTED", Align::Right),
             ("NOTE", Align::Left),
         ],

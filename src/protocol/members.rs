@@ -171,9 +171,10 @@ pub fn register<P: Platform>(
         let now = plat.now();
         let incarnation = page.writer.next_incarnation.fetch_add(1, Relaxed);
         let identity = identity_word(who.pid, incarnation, index);
-        member
-            .lease_start
-            .store(lease_start_word(LEASE_NONE_MS, who.process_start_secs), Relaxed);
+        member.lease_start.store(
+            lease_start_word(LEASE_NONE_MS, who.process_start_secs),
+            Relaxed,
+        );
         member.heartbeat.store(now, Relaxed);
         member.pins.store(0, Relaxed);
         member.identity.store(identity, Release);

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::page::{
     declared_lease_ns, identity_pid, identity_token, owner_generation, owner_slot, owner_word,
-    pins_oldest, pins_readers, OwnerSlot, Page, FORMAT_VERSION, HEARTBEAT_CLAIMED,
-    MAX_GENERATION, MEMBER_CAPACITY, ORIGIN_HEALED,
+    pins_oldest, pins_readers, OwnerSlot, Page, FORMAT_VERSION, HEARTBEAT_CLAIMED, MAX_GENERATION,
+    MEMBER_CAPACITY, ORIGIN_HEALED,
 };
 use crate::platform::{Platform, WaitKind, Word};
 use crate::snapshot::{MemberInfo, OwnerInfo, PageOrigin, Snapshot};
@@ -80,7 +80,9 @@ pub fn recover_alone<P: Platform>(
         generation = jumped;
         page.writer.boot.store(boot, Relaxed);
     }
-    page.writer.owner.store(owner_word(generation, None), SeqCst);
+    page.writer
+        .owner
+        .store(owner_word(generation, None), SeqCst);
     for kind in [WaitKind::Claim, WaitKind::Publish, WaitKind::Pins] {
         for word in wait::bits(page, kind) {
             word.store(0, Relaxed);
@@ -413,7 +415,10 @@ mod tests {
         let recovery = recover_alone(&page, &plat, BOOT, 0);
         assert_eq!(recovery.rebooted, None);
         let recovery = recover_alone(&page, &plat, BOOT + 1, 0);
-        assert_eq!(recovery.rebooted, Some((1000, 1000 + REBOOT_GENERATION_JUMP)));
+        assert_eq!(
+            recovery.rebooted,
+            Some((1000, 1000 + REBOOT_GENERATION_JUMP))
+        );
         assert_eq!(snapshot(&page, &plat, None).generation, 1000 + (1 << 32));
         let recovery = recover_alone(&page, &plat, BOOT + 2, 1 << 40);
         assert_eq!(recovery.rebooted.map(|r| r.1), Some(1 << 40));

@@ -211,7 +211,6 @@ impl<W: Word> Local<W> {
     }
 }
 
-
 /// A reader's pin: the version it reads, and the version its process's slot records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pin {
@@ -393,12 +392,8 @@ pub fn publish<P: Platform>(
         if version <= current {
             return Err(PublishError::NotIncreasing { published: current });
         }
-        match published.compare_exchange(
-            word,
-            published_word(version, generation),
-            SeqCst,
-            SeqCst,
-        ) {
+        match published.compare_exchange(word, published_word(version, generation), SeqCst, SeqCst)
+        {
             Ok(_) => break,
             Err(now) => word = now,
         }

@@ -7,9 +7,9 @@ pub(crate) mod os;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
@@ -726,7 +726,9 @@ fn remember_library_fd(fd: RawFd) {
             return;
         }
     }
-    log::warn!("more than 256 shmlock descriptors: a forked child may keep descriptor {fd}'s locks");
+    log::warn!(
+        "more than 256 shmlock descriptors: a forked child may keep descriptor {fd}'s locks"
+    );
 }
 
 fn forget_library_fd(fd: RawFd) {

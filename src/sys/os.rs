@@ -316,10 +316,16 @@ mod tests {
     fn boottime_offsets_are_parsed_from_timens_offsets() {
         let text = "monotonic           0         0\nboottime       1000000       250\n";
         assert_eq!(parse_boottime_offset(text), Some(1_000_000_000_000_250));
-        assert_eq!(parse_boottime_offset("boottime -5 0\n"), Some(-5_000_000_000));
+        assert_eq!(
+            parse_boottime_offset("boottime -5 0\n"),
+            Some(-5_000_000_000)
+        );
         assert_eq!(parse_boottime_offset("7 2 3\n"), Some(2_000_000_003));
         assert_eq!(parse_boottime_offset("monotonic 1 0\n"), None);
-        assert!(clock_is_host(), "the test runs in the host's time namespace");
+        assert!(
+            clock_is_host(),
+            "the test runs in the host's time namespace"
+        );
     }
 
     #[test]
