@@ -98,8 +98,8 @@ pub enum Error {
     Corrupt {
         /// The lock file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
+        /// What is wrong (its `Display` also says what to do).
+        reason: CorruptReason,
     },
     /// The file uses a format version other than this library's, and it was not touched:
     /// a newer one (upgrade shmlock), or an older one still in use by processes of an
@@ -146,6 +146,94 @@ pub enum Error {
     },
 }
 
+/// Why a file is not a usable lock file ([`Error::Corrupt`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptReason {
+    /// It does not start with the shmlock magic: someone else's file, left untouched.
+    #[error("is a {len}-byte file that is not a shmlock lock file (no shmlock magic), so it was left untouched; if it is a database, open its lock file with ShmLock::provision(data) or shm_path_for(data)")]
+    NotALockFile {
+        /// The file's length in bytes.
+        len: u64,
+    },
+    /// It was written by a machine of the other byte order.
+    #[error("was written by a machine of the other byte order; lock files are for one host: delete it when nothing uses it")]
+    OtherByteOrder,
+    /// Our page, but damaged (torn, interrupted initialisation, bad checksum, wrong size).
+    #[error("{what}{}", if *in_use { "; live processes have it open, so it was not rewritten: stop them (see `shmlock inspect`) and the next opener heals it" } else { "" })]
+    Damaged {
+        /// What is damaged.
+        what: String,
+        /// Live processes have it open (so nobody may rewrite it now).
+        in_use: bool,
+    },
+    /// Not one page long (seen by a read-only look, which never heals).
+    #[error("is {len} bytes, not 4096; the next opener that is alone heals it")]
+    WrongSize {
+        /// The file's length in bytes.
+        len: u64,
+    },
+    /// The page's generation fell below where it started while processes used it: it was
+    /// truncated or overwritten under them. The claim was given back.
+    #[error("its generation fell to {generation} (below its start, {seed}): the file was truncated or overwritten while processes use it; stop them (see `shmlock inspect`) and the next opener heals it")]
+    ResetUnderUse {
+        /// The generation found.
+        generation: u64,
+        /// The generation the page started from.
+        seed: u64,
+    },
+    /// The generation counter is exhausted (only a damaged or hostile page gets there).
+    #[error("the generation counter is exhausted (the page was damaged); delete the file when nothing uses it")]
+    GenerationExhausted,
+}
+
+/// What kind of error an [`Error`] is, for programs that branch on it ([`Error::kind`]):
+/// one value per variant, and the operating-system errors a caller handles differently
+/// (a missing file, no permission, a read-only filesystem) told apart without looking at
+/// strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::WriterBusy`].
+    WriterBusy,
+    /// [`Error::Deposed`].
+    Deposed,
+    /// [`Error::AlreadyWriter`].
+    AlreadyWriter,
+    /// [`Error::TooManyReaders`].
+    TooManyReaders,
+    /// [`Error::TooManyProcesses`].
+    TooManyProcesses,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::IncompatibleVersion`].
+    IncompatibleVersion,
+    /// [`Error::UnsupportedFilesystem`].
+    UnsupportedFilesystem,
+    /// [`Error::NotARegularFile`].
+    NotARegularFile,
+    /// [`Error::ForkedHandle`].
+    ForkedHandle,
+    /// [`Error::VersionNotIncreasing`].
+    VersionNotIncreasing,
+    /// [`Error::VersionTooLarge`].
+    VersionTooLarge,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::ProvisioningDisabled`].
+    ProvisioningDisabled,
+    /// [`Error::DataPathIsLockFile`].
+    DataPathIsLockFile,
+    /// An [`Error::Io`] because the file or a directory on its path does not exist.
+    NotFound,
+    /// An [`Error::Io`] because the process may not open or lock the file.
+    PermissionDenied,
+    /// An [`Error::Io`] because the file is on a read-only filesystem.
+    ReadOnlyFilesystem,
+    /// Any other [`Error::Io`].
+    Io,
+}
+
 fn version_hint(found: u64, supported: u32) -> &'static str {
     if found > supported as u64 {
         "upgrade shmlock in every process that opens it"
@@ -166,6 +254,39 @@ fn io_hint(source: &io::Error) -> &'static str {
 }
 
 impl Error {
+    /// What kind of error this is.
+    ///
+    /// ```
+    /// use shmlock::{ErrorKind, ShmLock};
+    /// let missing = ShmLock::open("/nonexistent-directory/app.db-shm").unwrap_err();
+    /// assert_eq!(missing.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::WriterBusy { .. } => ErrorKind::WriterBusy,
+            Error::Deposed { .. } => ErrorKind::Deposed,
+            Error::AlreadyWriter => ErrorKind::AlreadyWriter,
+            Error::TooManyReaders { .. } => ErrorKind::TooManyReaders,
+            Error::TooManyProcesses { .. } => ErrorKind::TooManyProcesses,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::IncompatibleVersion { .. } => ErrorKind::IncompatibleVersion,
+            Error::UnsupportedFilesystem { .. } => ErrorKind::UnsupportedFilesystem,
+            Error::NotARegularFile { .. } => ErrorKind::NotARegularFile,
+            Error::ForkedHandle => ErrorKind::ForkedHandle,
+            Error::VersionNotIncreasing { .. } => ErrorKind::VersionNotIncreasing,
+            Error::VersionTooLarge { .. } => ErrorKind::VersionTooLarge,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::ProvisioningDisabled { .. } => ErrorKind::ProvisioningDisabled,
+            Error::DataPathIsLockFile { .. } => ErrorKind::DataPathIsLockFile,
+            Error::Io { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound => ErrorKind::NotFound,
+                io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                io::ErrorKind::ReadOnlyFilesystem => ErrorKind::ReadOnlyFilesystem,
+                _ => ErrorKind::Io,
+            },
+        }
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,
@@ -178,10 +299,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: CorruptReason) -> Error {
         Error::Corrupt {
             path: path.into(),
-            reason: reason.into(),
+            reason,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptReason, Error, Result};
 use crate::page::{lease_ms, LEASE_NONE_MS, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY};
 use crate::protocol::members::{self, Identity, Registration};
 use crate::protocol::snapshots::{self, Pin, PublishError};
@@ -693,12 +693,10 @@ fn page_reset_under_us(inner: &Inner, claim: Claim) -> Error {
     );
     Error::corrupt(
         &inner.mapping.path,
-        format!(
-            "its generation fell to {} (below its start, {}): the file was truncated or overwritten while processes use it; \
-             stop them (see `shmlock inspect`) and the next opener heals it",
-            claim.generation.saturating_sub(1),
-            inner.generation_seed
-        ),
+        CorruptReason::ResetUnderUse {
+            generation: claim.generation.saturating_sub(1),
+            seed: inner.generation_seed,
+        },
     )
 }
 
@@ -710,10 +708,7 @@ fn claim_error(path: &Path, e: ClaimError) -> Error {
         } => Error::WriterBusy { pid, generation },
         // The owner word names this process: one of its guards holds the role.
         ClaimError::AlreadyOurs { .. } => Error::AlreadyWriter,
-        ClaimError::GenerationExhausted => Error::corrupt(
-            path,
-            "the generation counter is exhausted (the page was damaged); delete the file when nothing uses it",
-        ),
+        ClaimError::GenerationExhausted => Error::corrupt(path, CorruptReason::GenerationExhausted),
     }
 }
 

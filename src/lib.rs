@@ -88,7 +88,7 @@ pub mod protocol;
 mod snapshot;
 mod sys;
 
-pub use error::{Error, Result};
+pub use error::{CorruptReason, Error, ErrorKind, Result};
 pub use handle::{
     inspect, provisioning_enabled, set_provisioning_enabled, shm_path_for, OpenState, Options,
     ReaderGuard, ShmLock, WriterGuard,

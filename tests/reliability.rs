@@ -53,6 +53,7 @@ fn state_name(state: OpenState) -> &'static str {
         OpenState::Joined => "joined",
         OpenState::RecoveredFromCrash => "recovered",
         OpenState::HealedCorruptHeader => "healed",
+        OpenState::RecoveredAfterReboot => "rebooted",
         _ => "other-state",
     }
 }
@@ -368,7 +369,9 @@ fn truncation_case(len: u64) {
         "len {len}: the error says why: {refused}"
     );
     match ShmLock::open(&path) {
-        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("live"), "{reason}"),
+        Err(Error::Corrupt { reason, .. }) => {
+            assert!(reason.to_string().contains("live"), "{reason}")
+        }
         other => panic!("len {len}: {other:?}"),
     }
     let inspected = shmlock::inspect(&path);
@@ -568,9 +571,10 @@ fn corpus_files_get_their_expected_outcome() {
                 );
                 let claim = match lock.try_claim_writer() {
                     Ok(_) => "ok".to_string(),
-                    Err(Error::Corrupt { reason, .. }) if reason.contains("exhausted") => {
-                        "exhausted".to_string()
-                    }
+                    Err(Error::Corrupt {
+                        reason: shmlock::CorruptReason::GenerationExhausted,
+                        ..
+                    }) => "exhausted".to_string(),
                     Err(e) => format!("{e:?}"),
                 };
                 assert_eq!(claim, case.claim, "{name}: claim");

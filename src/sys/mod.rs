@@ -19,7 +19,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 use nix::libc;
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptReason, Error, Result};
 use crate::page::{
     classify_prefix, owner_generation, Invalid, Page, DEAD_MAN_SWITCH_BYTE, FORMAT_VERSION,
     MAX_GENERATION, MEMBER_CAPACITY, MEMBER_LOCK_BASE, ORIGIN_CREATED, ORIGIN_HEALED, PAGE_SIZE,
@@ -405,13 +405,7 @@ fn map(path: &Path, file: File) -> Result<Arc<Mapping>> {
 }
 
 fn not_ours(path: &Path, len: u64) -> Error {
-    Error::corrupt(
-        path,
-        format!(
-            "is a {len}-byte file that is not a shmlock lock file (no shmlock magic), so it was left untouched; \
-             if it is a database, open its lock file with ShmLock::provision(data) or shm_path_for(data)"
-        ),
-    )
+    Error::corrupt(path, CorruptReason::NotALockFile { len })
 }
 
 fn incompatible(path: &Path, found: u64) -> Error {
@@ -431,18 +425,14 @@ fn invalid_to_error(path: &Path, len: u64, why: Invalid, live: bool) -> Error {
             supported: FORMAT_VERSION,
         },
         Invalid::NotOurs => not_ours(path, len),
-        Invalid::OtherByteOrder => Error::corrupt(
+        Invalid::OtherByteOrder => Error::corrupt(path, CorruptReason::OtherByteOrder),
+        other => Error::corrupt(
             path,
-            "was written by a machine of the other byte order; lock files are for one host: delete it when nothing uses it",
+            CorruptReason::Damaged {
+                what: other.describe(),
+                in_use: live,
+            },
         ),
-        other if live => Error::corrupt(
-            path,
-            format!(
-                "{}; live processes have it open, so it was not rewritten: stop them (see `shmlock inspect`) and the next opener heals it",
-                other.describe()
-            ),
-        ),
-        other => Error::corrupt(path, other.describe()),
     }
 }
 
@@ -635,10 +625,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Option<Snapshot>> {
         return Err(invalid_to_error(path, len, why, false));
     }
     if len != PAGE_SIZE as u64 {
-        return Err(Error::corrupt(
-            path,
-            format!("is {len} bytes, not {PAGE_SIZE}; the next opener that is alone heals it"),
-        ));
+        return Err(Error::corrupt(path, CorruptReason::WrongSize { len }));
     }
     let copy = Box::new(Page::<AtomicU64>::zeroed());
     let raw = Box::into_raw(copy);

@@ -9,11 +9,16 @@ use shmlock::page::{
     owner_word, Page, MAGIC, MAGIC_INITIALISING, MAX_GENERATION, MEMBER_CAPACITY, ORIGIN_CREATED,
     PAGE_SIZE,
 };
-use shmlock::platform::Platform;
+use shmlock::platform::{Platform, WaitKind};
+use shmlock::protocol::Local;
 
 /// Creation time and generation seed of corpus pages (2026-11-01, in ns and µs).
 pub const CREATED_AT_NS: u64 = 1_793_491_200_000_000_000;
 pub const SEED: u64 = CREATED_AT_NS / 1000;
+
+/// The boot record of corpus pages: not this machine's boot (none is), so a valid corpus
+/// page opens as `RecoveredAfterReboot`.
+pub const CORPUS_BOOT: u64 = 0x5348_4d4c_4f43_4b42;
 
 /// A platform with no other process: enough for `Page::initialise`.
 struct Alone;
@@ -31,13 +36,19 @@ impl Platform for Alone {
         0
     }
     fn wait(&self, _: &AtomicU64, _: u64, _: Duration) {}
-    fn wake_all(&self, _: &AtomicU64) {}
+    fn wake_all(&self, _: &AtomicU64) -> usize {
+        0
+    }
+    fn local(&self) -> &Local<AtomicU64> {
+        unreachable!("initialise keeps no process-local state")
+    }
+    fn with_local_waiters(&self, _: WaitKind, _: &mut dyn FnMut(&mut u32)) {}
 }
 
 /// A freshly initialised page (as the library would write it) to mutate.
 pub fn valid_page() -> Box<Page<AtomicU64>> {
     let page = Box::new(Page::zeroed());
-    page.initialise(&Alone, CREATED_AT_NS, SEED, ORIGIN_CREATED);
+    page.initialise(&Alone, CREATED_AT_NS, SEED, ORIGIN_CREATED, CORPUS_BOOT);
     page
 }
 
@@ -76,6 +87,8 @@ pub enum Expect {
     Created,
     Reopened,
     Recovered,
+    /// A valid page from another boot (every corpus page is: see [`CORPUS_BOOT`]).
+    Rebooted,
     Healed,
     Corrupt,
     Incompatible,
@@ -87,6 +100,7 @@ impl Expect {
             Expect::Created => "created",
             Expect::Reopened => "reopened",
             Expect::Recovered => "recovered",
+            Expect::Rebooted => "rebooted",
             Expect::Healed => "healed",
             Expect::Corrupt => "corrupt",
             Expect::Incompatible => "incompatible",
@@ -98,6 +112,7 @@ impl Expect {
             Expect::Created,
             Expect::Reopened,
             Expect::Recovered,
+            Expect::Rebooted,
             Expect::Healed,
             Expect::Corrupt,
             Expect::Incompatible,
@@ -110,7 +125,7 @@ impl Expect {
     pub fn inspect(self) -> &'static str {
         match self {
             Expect::Created => "none",
-            Expect::Reopened | Expect::Recovered => "ok",
+            Expect::Reopened | Expect::Recovered | Expect::Rebooted => "ok",
             Expect::Healed | Expect::Corrupt => "corrupt",
             Expect::Incompatible => "incompatible",
         }
@@ -120,7 +135,7 @@ impl Expect {
     /// nothing may be rewritten).
     pub fn live(self) -> &'static str {
         match self {
-            Expect::Reopened | Expect::Recovered => "joined",
+            Expect::Reopened | Expect::Recovered | Expect::Rebooted => "joined",
             Expect::Incompatible => "incompatible",
             Expect::Created | Expect::Healed | Expect::Corrupt => "corrupt",
         }
@@ -161,7 +176,7 @@ pub fn corpus() -> Vec<Entry> {
         p.members[i]
             .identity
             .store(4242 << 32 | (7 << 8 | (i as u64 + 1)), Relaxed);
-        p.members[i].readers.store(3, Relaxed);
+        p.members[i].pins.store(3 << 48 | 1, Relaxed);
     };
     let mut swapped = valid.clone();
     for word in swapped.chunks_mut(8) {
@@ -248,7 +263,7 @@ pub fn corpus() -> Vec<Entry> {
             "page-valid",
             "a valid, clean page (control)",
             valid.clone(),
-            Reopened,
+            Rebooted,
             "ok",
         ),
         entry(
@@ -329,9 +344,9 @@ pub fn corpus() -> Vec<Entry> {
             "ok",
         ),
         entry(
-            "version-2",
+            "version-3",
             "a newer format version (must never be touched)",
-            with(|p| p.header.version.store(2, Relaxed)),
+            with(|p| p.header.version.store(3, Relaxed)),
             Incompatible,
             "-",
         ),
@@ -394,7 +409,7 @@ pub fn corpus() -> Vec<Entry> {
             "torn-after-line0",
             "line 0 intact, the rest of the page random",
             line0_then_random,
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
@@ -405,7 +420,7 @@ pub fn corpus() -> Vec<Entry> {
                     .owner
                     .store(owner_word(SEED + 5, None) | 250, Relaxed)
             }),
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
@@ -415,14 +430,14 @@ pub fn corpus() -> Vec<Entry> {
                 dead_member(p, 3);
                 p.writer.owner.store(owner_word(SEED + 9, Some(3)), Relaxed)
             }),
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
             "owner-all-ones",
             "an owner word of all ones (invalid slot, generation at its maximum)",
             with(|p| p.writer.owner.store(u64::MAX, Relaxed)),
-            Recovered,
+            Rebooted,
             "exhausted",
         ),
         entry(
@@ -433,57 +448,63 @@ pub fn corpus() -> Vec<Entry> {
                     .owner
                     .store(owner_word(MAX_GENERATION, None), Relaxed)
             }),
-            Reopened,
+            Rebooted,
             "exhausted",
         ),
         entry(
             "writer-counters-max",
-            "takeovers, wake sequence, waiters and incarnation counter at u64::MAX",
+            "takeovers, sequences, waiter bitmaps, published version and incarnation counter at u64::MAX",
             with(|p| {
                 for w in [
                     &p.writer.takeovers,
                     &p.writer.wake_seq,
-                    &p.writer.waiters,
+                    &p.writer.claim_waiters[0],
+                    &p.writer.claim_waiters[1],
                     &p.writer.next_incarnation,
+                    &p.snapshot.published,
+                    &p.snapshot.pin_waiters[0],
+                    &p.wait.publish_seq,
+                    &p.wait.pin_seq,
+                    &p.wait.publish_waiters[1],
                 ] {
                     w.store(u64::MAX, Relaxed)
                 }
             }),
-            Reopened,
+            Rebooted,
             "ok",
         ),
         entry(
             "member-dead-readers-max",
-            "a dead member with u64::MAX readers",
+            "a dead member with u64::MAX in its pin word",
             with(|p| {
                 dead_member(p, 0);
-                p.members[0].readers.store(u64::MAX, Relaxed)
+                p.members[0].pins.store(u64::MAX, Relaxed)
             }),
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
             "members-all-dead",
             "every member entry taken by a dead process",
             with(|p| (0..MEMBER_CAPACITY).for_each(|i| dead_member(p, i))),
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
             "member-free-with-readers",
-            "free member entries with stray reader counts",
+            "free member entries with stray pin words",
             with(|p| {
                 (0..MEMBER_CAPACITY)
-                    .for_each(|i| p.members[i].readers.store(u64::MAX - i as u64, Relaxed))
+                    .for_each(|i| p.members[i].pins.store(u64::MAX - i as u64, Relaxed))
             }),
-            Reopened,
+            Rebooted,
             "ok",
         ),
         entry(
             "member-token-wrong-index",
             "a dead member whose token names another index",
             with(|p| p.members[5].identity.store(1 << 32 | 200, Relaxed)),
-            Recovered,
+            Rebooted,
             "ok",
         ),
         entry(
@@ -494,7 +515,7 @@ pub fn corpus() -> Vec<Entry> {
                 b.extend(random(42, PAGE_SIZE - 128));
                 b
             },
-            Recovered,
+            Rebooted,
             "ok",
         ),
     ]
