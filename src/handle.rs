@@ -186,8 +186,8 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Option<Snapshot>> {
 
 /// This process's membership of one lock file: shared by every [`ShmLock`] of the file.
 pub(crate) struct Inner {
-    mapping: Arc<Mapping>,
-    registration: Registration,
+    pub(crate) mapping: Arc<Mapping>,
+    pub(crate) registration: Registration,
     fork_epoch: u64,
     /// The page's generation seed, read when it validated: every generation the page can
     /// legitimately hold is at or above it, so a claim at or below it means the page was
@@ -199,12 +199,12 @@ impl Inner {
     /// Whether this process is the one that opened the file (not a forked child). A
     /// `bool`, not a `Result`: the hot paths would otherwise drop an `Error` every call.
     #[inline]
-    fn same_process(&self) -> bool {
+    pub(crate) fn same_process(&self) -> bool {
         sys::fork_epoch() == self.fork_epoch
     }
 
     #[inline]
-    fn check_fork(&self) -> Result<()> {
+    pub(crate) fn check_fork(&self) -> Result<()> {
         if self.same_process() {
             Ok(())
         } else {
@@ -213,7 +213,7 @@ impl Inner {
     }
 
     #[inline]
-    fn index(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.registration.index
     }
 }
@@ -236,7 +236,7 @@ impl Drop for Inner {
 /// unregistered when the last handle (and guard) is dropped.
 #[derive(Clone)]
 pub struct ShmLock {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     lease: Option<Duration>,
     generation_floor: u64,
     state: OpenState,
@@ -364,7 +364,7 @@ impl ShmLock {
     /// # fn main() -> shmlock::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// let data = dir.path().join("app.db");
-    /// std::fs::write(&data, b"")?; // the engine's data file exists first
+    /// std::fs::write(&data, b"").unwrap(); // the engine's data file exists first
     /// shmlock::set_provisioning_enabled(true);
     /// let lock = shmlock::ShmLock::provision(&data)?;
     /// assert_eq!(lock.path(), shmlock::shm_path_for(&data));
@@ -457,7 +457,7 @@ impl ShmLock {
     }
 
     #[inline]
-    fn claim(&self, timeout: Option<Duration>) -> Result<WriterGuard> {
+    pub(crate) fn claim(&self, timeout: Option<Duration>) -> Result<WriterGuard> {
         let inner = &self.inner;
         if !inner.same_process() {
             return Err(Error::ForkedHandle);
@@ -490,7 +490,7 @@ impl ShmLock {
 
     /// What this handle declares with a claim.
     #[inline]
-    fn declaration(&self) -> Declaration {
+    pub(crate) fn declaration(&self) -> Declaration {
         // A process whose boot clock is not the host's (it unshared a time namespace for
         // its children) cannot stamp heartbeats others may judge: it declares no lease.
         let clock_ok = sys::os::clock_is_host();
@@ -631,7 +631,7 @@ impl ShmLock {
 
 /// The boot-clock instant `timeout` from now.
 #[inline]
-fn deadline_after(timeout: Duration) -> u64 {
+pub(crate) fn deadline_after(timeout: Duration) -> u64 {
     sys::os::boottime_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
 }
 
@@ -743,8 +743,8 @@ fn describe_takeover(t: &Takeover) -> String {
 /// The writer role, held. Dropping it releases the role (if it still holds it).
 #[must_use = "dropping the guard releases the writer role"]
 pub struct WriterGuard {
-    inner: Arc<Inner>,
-    claim: Claim,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) claim: Claim,
     released: bool,
 }
 
@@ -768,31 +768,50 @@ impl WriterGuard {
         self.claim.takeover
     }
 
-    /// Stamp the heartbeat (an atomic store into this process's own member entry), and
-    /// check the claim still holds. `Err(Deposed)` once another claim has won.
+    /// Stamp the heartbeat (an atomic compare-and-swap on this process's own member entry)
+    /// while the claim still holds. `Err(Deposed)` once another claim has won; a deposed
+    /// guard's heartbeat changes nothing, even when a newer claim of the same process owns
+    /// the role.
     #[inline]
     pub fn heartbeat(&self) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_fork()?;
-        let plat = inner.mapping.platform();
-        if writer::heartbeat(inner.mapping.page(), &plat, inner.index(), self.claim.word) {
-            Ok(())
-        } else {
-            Err(self.deposed())
-        }
+        heartbeat_claim(&self.inner, &self.claim)
     }
 
     /// Whether this claim still owns the writer role (`false` once deposed, or in a forked
     /// child).
     #[inline]
     pub fn is_current(&self) -> bool {
-        let inner = &self.inner;
-        inner.same_process()
-            && writer::is_current(
-                inner.mapping.page(),
-                &inner.mapping.platform(),
-                self.claim.word,
-            )
+        claim_is_current(&self.inner, &self.claim)
+    }
+
+    /// A handle for a keep-alive thread: it can [`heartbeat`](HeartbeatHandle::heartbeat)
+    /// and check [`is_current`](HeartbeatHandle::is_current) for this claim, but cannot
+    /// release it or publish, so the guard stays with the code that owns the role.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let options = shmlock::Options::new().lease(Duration::from_secs(2));
+    /// let lock = shmlock::ShmLock::open_with(dir.path().join("app.db-shm"), &options)?;
+    /// let writer = lock.try_claim_writer()?;
+    /// let keepalive = writer.heartbeat_handle();
+    /// let beats = std::thread::spawn(move || {
+    ///     // Heartbeat until the claim is released or deposed.
+    ///     while keepalive.heartbeat().is_ok() {
+    ///         std::thread::sleep(Duration::from_millis(10));
+    ///     }
+    /// });
+    /// writer.publish(1)?;
+    /// writer.release()?; // the keep-alive thread's next heartbeat says Deposed
+    /// beats.join().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn heartbeat_handle(&self) -> HeartbeatHandle {
+        HeartbeatHandle {
+            inner: Arc::clone(&self.inner),
+            claim: self.claim,
+        }
     }
 
     /// Publish `version`: readers that attach from now on pin it, and readers asleep in
@@ -876,9 +895,67 @@ impl WriterGuard {
     }
 
     fn deposed(&self) -> Error {
-        Error::Deposed {
-            generation: self.claim.generation,
-        }
+        deposed(&self.claim)
+    }
+}
+
+fn deposed(claim: &Claim) -> Error {
+    Error::Deposed {
+        generation: claim.generation,
+    }
+}
+
+#[inline]
+fn heartbeat_claim(inner: &Inner, claim: &Claim) -> Result<()> {
+    inner.check_fork()?;
+    let plat = inner.mapping.platform();
+    if writer::heartbeat(inner.mapping.page(), &plat, inner.index(), claim.word) {
+        Ok(())
+    } else {
+        Err(deposed(claim))
+    }
+}
+
+#[inline]
+fn claim_is_current(inner: &Inner, claim: &Claim) -> bool {
+    inner.same_process()
+        && writer::is_current(inner.mapping.page(), &inner.mapping.platform(), claim.word)
+}
+
+/// Heartbeats for one claim of the writer role, from a keep-alive thread
+/// ([`WriterGuard::heartbeat_handle`]). `Clone`, `Send`, `Sync`; it cannot release the
+/// role or publish. Once the claim is released or deposed, `heartbeat` answers `Deposed`
+/// and changes nothing.
+#[derive(Clone)]
+pub struct HeartbeatHandle {
+    inner: Arc<Inner>,
+    claim: Claim,
+}
+
+impl std::fmt::Debug for HeartbeatHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatHandle")
+            .field("generation", &self.claim.generation)
+            .finish()
+    }
+}
+
+impl HeartbeatHandle {
+    /// Stamp the claim's heartbeat while it still holds (see [`WriterGuard::heartbeat`]).
+    #[inline]
+    pub fn heartbeat(&self) -> Result<()> {
+        heartbeat_claim(&self.inner, &self.claim)
+    }
+
+    /// Whether the claim still owns the writer role.
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        claim_is_current(&self.inner, &self.claim)
+    }
+
+    /// The claim's generation.
+    pub fn generation(&self) -> u64 {
+        self.claim.generation
     }
 }
 
@@ -942,6 +1019,7 @@ mod tests {
         send_sync::<super::ShmLock>();
         send_sync::<super::WriterGuard>();
         send_sync::<super::ReaderGuard>();
+        send_sync::<super::HeartbeatHandle>();
         send_sync::<super::Options>();
     }
 

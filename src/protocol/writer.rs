@@ -278,7 +278,10 @@ fn try_claim_watching<P: Platform>(
             lease_start_word(declare.lease_ms, declare.process_start_secs),
             Release,
         );
-        me_entry.heartbeat.store(HEARTBEAT_CLAIMED | next, SeqCst);
+        // Release is enough: a heartbeat of an older guard that loads this marker
+        // (Acquire or stronger) then reads an owner word at least as new as the one we
+        // saw not naming us (see the module docs).
+        me_entry.heartbeat.store(HEARTBEAT_CLAIMED | next, Release);
         let mine = owner_word(next, Some(me));
         let won = if plat.mutant(Mutant::ClaimWithoutCas) {
             page.writer.owner.store(mine, SeqCst);
