@@ -237,8 +237,8 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct ShmLock {
     pub(crate) inner: Arc<Inner>,
-    lease: Option<Duration>,
-    generation_floor: u64,
+    /// What this handle's claims declare (worked out once, at open).
+    declare: Declaration,
     state: OpenState,
 }
 
@@ -279,10 +279,10 @@ impl ShmLock {
             allow_network_filesystem: options.allow_network_filesystem,
         };
         sys::install_fork_hooks();
+        let declare = declaration(options);
         let wrap = |inner, state| ShmLock {
             inner,
-            lease: options.lease,
-            generation_floor: options.generation_floor,
+            declare,
             state,
         };
         if let Some(inner) = registered(path)? {
@@ -456,8 +456,40 @@ impl ShmLock {
         self.claim(Some(timeout))
     }
 
+    /// [`try_claim_writer`](ShmLock::try_claim_writer) with a guard that borrows this
+    /// handle instead of sharing it: no reference count to bump and drop (see
+    /// [`WriterRef`]).
+    #[inline]
+    pub fn try_claim_writer_ref(&self) -> Result<WriterRef<'_>> {
+        self.claim_ref(None)
+    }
+
+    /// [`claim_writer`](ShmLock::claim_writer) with a guard that borrows this handle (see
+    /// [`WriterRef`]).
+    pub fn claim_writer_ref(&self, timeout: Duration) -> Result<WriterRef<'_>> {
+        self.claim_ref(Some(timeout))
+    }
+
+    #[inline]
+    fn claim_ref(&self, timeout: Option<Duration>) -> Result<WriterRef<'_>> {
+        Ok(WriterRef {
+            lock: self,
+            claim: self.claim_raw(timeout)?,
+            released: false,
+        })
+    }
+
     #[inline]
     pub(crate) fn claim(&self, timeout: Option<Duration>) -> Result<WriterGuard> {
+        Ok(WriterGuard {
+            inner: Arc::clone(&self.inner),
+            claim: self.claim_raw(timeout)?,
+            released: false,
+        })
+    }
+
+    #[inline]
+    fn claim_raw(&self, timeout: Option<Duration>) -> Result<Claim> {
         let inner = &self.inner;
         if !inner.same_process() {
             return Err(Error::ForkedHandle);
@@ -478,11 +510,7 @@ impl ShmLock {
                 if let Some(t) = claim.takeover {
                     log_takeover(&inner.mapping.path, claim.generation, &t);
                 }
-                Ok(WriterGuard {
-                    inner: Arc::clone(inner),
-                    claim,
-                    released: false,
-                })
+                Ok(claim)
             }
             Err(e) => Err(claim_error(&inner.mapping.path, e)),
         }
@@ -491,20 +519,7 @@ impl ShmLock {
     /// What this handle declares with a claim.
     #[inline]
     pub(crate) fn declaration(&self) -> Declaration {
-        // A process whose boot clock is not the host's (it unshared a time namespace for
-        // its children) cannot stamp heartbeats others may judge: it declares no lease.
-        let clock_ok = sys::os::clock_is_host();
-        let lease_ms = if clock_ok {
-            lease_ms(self.lease)
-        } else {
-            LEASE_NONE_MS
-        };
-        Declaration {
-            lease_ms,
-            process_start_secs: sys::os::process_start_secs(sys::fork_epoch()),
-            generation_floor: self.generation_floor,
-            judge_by_ns: None,
-        }
+        self.declare
     }
 
     /// Attach a reader and pin the latest published version: until the guard is dropped,
@@ -626,6 +641,30 @@ impl ShmLock {
         Ok(ReapReport {
             members: reaped.into_iter().map(Into::into).collect(),
         })
+    }
+}
+
+/// What claims through a handle opened with `options` declare.
+fn declaration(options: &Options) -> Declaration {
+    // A process whose boot clock is not the host's (it unshared a time namespace for its
+    // children) can neither stamp heartbeats others may judge nor judge theirs: it
+    // declares no lease and deposes only dead owners.
+    let clock_ok = sys::os::clock_is_host();
+    if !clock_ok && options.lease.is_some() {
+        log::warn!(
+            "this process's boot clock is not the host's (it unshared a time namespace): its claims declare no lease"
+        );
+    }
+    Declaration {
+        lease_ms: if clock_ok {
+            lease_ms(options.lease)
+        } else {
+            LEASE_NONE_MS
+        },
+        process_start_secs: sys::os::process_start_secs(sys::fork_epoch()),
+        generation_floor: options.generation_floor,
+        judges_leases: clock_ok,
+        judge_by_ns: None,
     }
 }
 
@@ -820,20 +859,7 @@ impl WriterGuard {
     /// (`Err(Deposed)`). One CAS; a system call only when a reader is waiting.
     #[inline]
     pub fn publish(&self, version: u64) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_fork()?;
-        let plat = inner.mapping.platform();
-        match snapshots::publish(inner.mapping.page(), &plat, self.claim.word, version) {
-            Ok(()) => Ok(()),
-            Err(PublishError::Deposed) => Err(self.deposed()),
-            Err(PublishError::NotIncreasing { published }) => {
-                Err(Error::VersionNotIncreasing { version, published })
-            }
-            Err(PublishError::TooLarge) => Err(Error::VersionTooLarge {
-                version,
-                max: MAX_VERSION,
-            }),
-        }
+        publish_claim(&self.inner, &self.claim, version)
     }
 
     /// Wait until no live reader, in any process, pins a version below `version` — then
@@ -858,44 +884,14 @@ impl WriterGuard {
     /// # Ok(()) }
     /// ```
     pub fn wait_readers_past(&self, version: u64, timeout: Duration) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_fork()?;
-        let plat = inner.mapping.platform();
-        let page = inner.mapping.page();
-        snapshots::wait_readers_past(page, &plat, inner.index(), version, deadline_after(timeout))
-            .map_err(|oldest| Error::Timeout {
-                what: format!(
-                    "readers to move past version {version} (the oldest pin is still {oldest})"
-                ),
-                waited: timeout,
-            })
+        wait_readers_past(&self.inner, version, timeout)
     }
 
     /// Release the writer role and wake waiting claimants. `Err(Deposed)` if another claim
     /// had already won (nothing is changed then).
     pub fn release(mut self) -> Result<()> {
-        self.inner.check_fork()?;
         self.released = true;
-        if self.do_release() {
-            Ok(())
-        } else {
-            Err(self.deposed())
-        }
-    }
-
-    /// Release if still current; `false` when deposed.
-    #[inline]
-    fn do_release(&self) -> bool {
-        let inner = &self.inner;
-        writer::release(
-            inner.mapping.page(),
-            &inner.mapping.platform(),
-            self.claim.word,
-        )
-    }
-
-    fn deposed(&self) -> Error {
-        deposed(&self.claim)
+        release_claim(&self.inner, &self.claim)
     }
 }
 
@@ -903,6 +899,56 @@ fn deposed(claim: &Claim) -> Error {
     Error::Deposed {
         generation: claim.generation,
     }
+}
+
+/// Release `claim` if still current (`Err(Deposed)` otherwise, changing nothing).
+#[inline]
+fn release_claim(inner: &Inner, claim: &Claim) -> Result<()> {
+    inner.check_fork()?;
+    let plat = inner.mapping.platform();
+    if writer::release(inner.mapping.page(), &plat, claim.word) {
+        Ok(())
+    } else {
+        Err(deposed(claim))
+    }
+}
+
+/// What dropping an unreleased guard does: release if this process can.
+#[inline]
+fn release_on_drop(inner: &Inner, claim: &Claim) {
+    if inner.same_process() {
+        writer::release(inner.mapping.page(), &inner.mapping.platform(), claim.word);
+    }
+}
+
+#[inline]
+fn publish_claim(inner: &Inner, claim: &Claim, version: u64) -> Result<()> {
+    inner.check_fork()?;
+    let plat = inner.mapping.platform();
+    match snapshots::publish(inner.mapping.page(), &plat, claim.word, version) {
+        Ok(()) => Ok(()),
+        Err(PublishError::Deposed) => Err(deposed(claim)),
+        Err(PublishError::NotIncreasing { published }) => {
+            Err(Error::VersionNotIncreasing { version, published })
+        }
+        Err(PublishError::TooLarge) => Err(Error::VersionTooLarge {
+            version,
+            max: MAX_VERSION,
+        }),
+    }
+}
+
+fn wait_readers_past(inner: &Inner, version: u64, timeout: Duration) -> Result<()> {
+    inner.check_fork()?;
+    let plat = inner.mapping.platform();
+    let page = inner.mapping.page();
+    snapshots::wait_readers_past(page, &plat, inner.index(), version, deadline_after(timeout))
+        .map_err(|oldest| Error::Timeout {
+            what: format!(
+                "readers to move past version {version} (the oldest pin is still {oldest})"
+            ),
+            waited: timeout,
+        })
 }
 
 #[inline]
@@ -961,8 +1007,100 @@ impl HeartbeatHandle {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        if !self.released && self.inner.same_process() {
-            self.do_release();
+        if !self.released {
+            release_on_drop(&self.inner, &self.claim);
+        }
+    }
+}
+
+/// The writer role, held through a borrow of its [`ShmLock`]: what [`WriterGuard`] is,
+/// without a reference count to bump and drop, for code that claims and releases in one
+/// scope (a write transaction). `parking_lot` makes the same split between `lock()` and
+/// `lock_arc()`. Dropping it releases the role (if it still holds it).
+///
+/// ```
+/// # fn main() -> shmlock::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+/// for version in 1..=3 {
+///     let writer = lock.try_claim_writer_ref()?; // one write transaction
+///     // ... write, stamped with writer.generation() ...
+///     writer.publish(version)?;
+/// } // released here, each time
+/// assert_eq!(lock.published(), 3);
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping the guard releases the writer role"]
+pub struct WriterRef<'a> {
+    lock: &'a ShmLock,
+    claim: Claim,
+    released: bool,
+}
+
+impl std::fmt::Debug for WriterRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterRef")
+            .field("generation", &self.claim.generation)
+            .finish()
+    }
+}
+
+impl WriterRef<'_> {
+    /// This claim's generation (see [`WriterGuard::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.claim.generation
+    }
+
+    /// Whom this claim displaced (see [`WriterGuard::takeover`]).
+    pub fn takeover(&self) -> Option<Takeover> {
+        self.claim.takeover
+    }
+
+    /// Stamp the heartbeat while the claim holds (see [`WriterGuard::heartbeat`]).
+    #[inline]
+    pub fn heartbeat(&self) -> Result<()> {
+        heartbeat_claim(&self.lock.inner, &self.claim)
+    }
+
+    /// Whether this claim still owns the writer role.
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        claim_is_current(&self.lock.inner, &self.claim)
+    }
+
+    /// A keep-alive handle for this claim (see [`WriterGuard::heartbeat_handle`]).
+    pub fn heartbeat_handle(&self) -> HeartbeatHandle {
+        HeartbeatHandle {
+            inner: Arc::clone(&self.lock.inner),
+            claim: self.claim,
+        }
+    }
+
+    /// Publish `version` (see [`WriterGuard::publish`]).
+    #[inline]
+    pub fn publish(&self, version: u64) -> Result<()> {
+        publish_claim(&self.lock.inner, &self.claim, version)
+    }
+
+    /// Wait until no live reader pins a version below `version` (see
+    /// [`WriterGuard::wait_readers_past`]).
+    pub fn wait_readers_past(&self, version: u64, timeout: Duration) -> Result<()> {
+        wait_readers_past(&self.lock.inner, version, timeout)
+    }
+
+    /// Release the role (see [`WriterGuard::release`]).
+    #[inline]
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        release_claim(&self.lock.inner, &self.claim)
+    }
+}
+
+impl Drop for WriterRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.released {
+            release_on_drop(&self.lock.inner, &self.claim);
         }
     }
 }
@@ -1020,6 +1158,7 @@ mod tests {
         send_sync::<super::WriterGuard>();
         send_sync::<super::ReaderGuard>();
         send_sync::<super::HeartbeatHandle>();
+        send_sync::<super::WriterRef<'static>>();
         send_sync::<super::Options>();
     }
 

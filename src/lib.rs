@@ -91,7 +91,7 @@ mod sys;
 pub use error::{CorruptReason, Error, ErrorKind, Result};
 pub use handle::{
     inspect, provisioning_enabled, set_provisioning_enabled, shm_path_for, HeartbeatHandle,
-    OpenState, Options, ReaderGuard, ShmLock, WriterGuard,
+    OpenState, Options, ReaderGuard, ShmLock, WriterGuard, WriterRef,
 };
 pub use protocol::writer::Takeover;
 pub use snapshot::{MemberInfo, OwnerInfo, PageOrigin, ReapReport, ReapedMember, Snapshot};

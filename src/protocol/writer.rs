@@ -130,6 +130,9 @@ pub struct Declaration {
     pub process_start_secs: u32,
     /// Its claim must get a generation above this (the engine's highest durable token).
     pub generation_floor: u64,
+    /// Whether it may judge other owners' leases: `false` when its clock is not the one
+    /// heartbeats are stamped on (then it deposes only dead owners).
+    pub judges_leases: bool,
     /// With [`Mutant::ClaimantChoosesLease`] only: the lease the claimant judges by.
     pub judge_by_ns: Option<u64>,
 }
@@ -140,6 +143,7 @@ impl Declaration {
         lease_ms: crate::page::LEASE_NONE_MS,
         process_start_secs: 0,
         generation_floor: 0,
+        judges_leases: true,
         judge_by_ns: None,
     };
 }
@@ -195,6 +199,9 @@ fn owner_lease<P: Platform>(
 ) -> Option<u64> {
     if plat.mutant(Mutant::ClaimantChoosesLease) {
         return declare.judge_by_ns;
+    }
+    if !declare.judges_leases {
+        return None;
     }
     declared_lease_ns(page.members[index].lease_start.load(Acquire))
 }
