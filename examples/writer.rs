@@ -91,6 +91,7 @@ fn run(data: &str) -> Result<(), Box<dyn std::error::Error>> {
         Some(Takeover::Invalid { .. }) => {
             println!("took over a damaged owner word: generation {generation}")
         }
+        Some(other) => println!("took over ({other:?}): generation {generation}"),
     }
 
     for n in 1.. {
