@@ -466,8 +466,10 @@ pub fn wait_readers_past<P: Platform>(
         if now >= deadline {
             break Err(oldest);
         }
-        // The holder's death must wake us: no detach will.
-        plat.watch_member(holder, page.members[holder].identity.load(Acquire));
+        // The holder's death must wake us: no detach will. (Our own readers detach.)
+        if holder != me {
+            plat.watch_member(holder, page.members[holder].identity.load(Acquire));
+        }
         let slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
         if late {
             wait::enter(page, plat, kind, me);
