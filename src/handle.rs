@@ -563,7 +563,8 @@ impl ShmLock {
         }
     }
 
-    /// The latest published version (0 before the first publish). One atomic load.
+    /// The latest published version (0 before the first publish). One atomic load. (In a
+    /// forked child, whose handles no longer map the file, 0: open the file again there.)
     #[inline]
     pub fn published(&self) -> u64 {
         snapshots::published(self.inner.mapping.page())
@@ -608,9 +609,16 @@ impl ShmLock {
         snapshots::oldest_pinned(inner.mapping.page(), &plat).map(|(oldest, _)| oldest)
     }
 
-    /// The state of the file now: owner, members, readers. Liveness comes from the kernel.
+    /// The state of the file now: owner, members, readers, versions. Liveness comes from
+    /// the kernel. (In a forked child, whose handles no longer map the file, it is read
+    /// through a read-only look at the file, as [`inspect`] does.)
     pub fn snapshot(&self) -> Snapshot {
         let inner = &self.inner;
+        if !inner.same_process() {
+            if let Ok(Some(snapshot)) = sys::inspect(&inner.mapping.path) {
+                return snapshot;
+            }
+        }
         let me = inner.same_process().then(|| inner.index());
         protocol::snapshot(inner.mapping.page(), &inner.mapping.platform(), me)
     }

@@ -13,8 +13,10 @@ fn handle_used_after_fork_returns_forked_handle_and_parent_is_unharmed() {
     let lock = ShmLock::open(&path).unwrap();
     let writer = lock.try_claim_writer().unwrap();
     let reader = lock.attach_reader().unwrap();
-    // SAFETY: the child calls only shmlock's fork-checked entry points (an atomic load and
-    // a comparison each; no allocation, no lock) and then `_exit`.
+    // SAFETY: the child calls shmlock's fork-checked entry points (an atomic load and a
+    // comparison each) and `snapshot` (which opens, reads and allocates: glibc's malloc is
+    // fork-safe through its own atfork handlers, and no lock of the library is taken), then
+    // `_exit`.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             let mut code = 0;
@@ -32,6 +34,13 @@ fn handle_used_after_fork_returns_forked_handle_and_parent_is_unharmed() {
             }
             if !matches!(lock.reap(), Err(Error::ForkedHandle)) {
                 code |= 16;
+            }
+            if !matches!(writer.publish(1), Err(Error::ForkedHandle)) {
+                code |= 32;
+            }
+            // The child's snapshot is a read-only look at the file: the parent's state.
+            if lock.snapshot().reader_count != 1 {
+                code |= 64;
             }
             // Dropping inherited guards in the child must not touch the parent's state.
             drop(reader);

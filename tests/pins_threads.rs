@@ -97,7 +97,11 @@ fn oldest_pinned_never_passes_a_live_guard_of_this_process() {
     for r in readers {
         r.join().unwrap();
     }
-    assert!(reads.load(SeqCst) > 1000, "only {} reads", reads.load(SeqCst));
+    assert!(
+        reads.load(SeqCst) > 1000,
+        "only {} reads",
+        reads.load(SeqCst)
+    );
     assert!(checks > 100, "only {checks} checks");
     assert_eq!(lock.oldest_pinned(), None, "every guard dropped");
     assert_eq!(lock.snapshot().reader_count, 0);

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,7 @@ const LOCAL_PIN_SLOTS: usize = 64;
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        forget_library_map(self.map.as_ptr() as usize);
         forget_library_fd(self.file.as_raw_fd());
     }
 }
@@ -393,6 +394,7 @@ fn map(path: &Path, file: File) -> Result<Arc<Mapping>> {
         .map_raw(&file)
         .map_err(|e| io_err("mmap", path, e))?;
     remember_library_fd(file.as_raw_fd());
+    remember_library_map(map.as_ptr() as usize);
     Ok(Arc::new(Mapping {
         path: path.to_path_buf(),
         file,
@@ -718,6 +720,31 @@ fn remember_library_fd(fd: RawFd) {
     );
 }
 
+/// Addresses of this library's page mappings (each `PAGE_SIZE` bytes), for the same reason
+/// as [`LIBRARY_FDS`]: a shared mapping holds a reference to its open file description, so
+/// a child that inherits it keeps the description's locks alive.
+static LIBRARY_MAPS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+fn remember_library_map(addr: usize) {
+    if !LIBRARY_MAPS.iter().any(|slot| {
+        slot.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }) {
+        log::warn!("more than 256 shmlock mappings: a forked child may keep one's locks");
+    }
+}
+
+fn forget_library_map(addr: usize) {
+    for slot in &LIBRARY_MAPS {
+        if slot
+            .compare_exchange(addr, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
 fn forget_library_fd(fd: RawFd) {
     for slot in &LIBRARY_FDS {
         if slot
@@ -732,13 +759,32 @@ fn forget_library_fd(fd: RawFd) {
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
     // The child shares every open file description of the parent, and OFD locks belong to
-    // the description: a child that lives on (a pre-fork worker) would keep the parent's
-    // member, dead-man-switch and death-watcher locks alive after the parent dies. Point
-    // the child's copies at /dev/null instead (the parent's descriptions are untouched).
-    // SAFETY: open, dup2 and close are async-signal-safe; the path is a NUL-terminated
-    // literal; every descriptor in the table is one this library opened and has not yet
-    // closed (it leaves the table before it is closed).
+    // the description until its last reference goes — a descriptor or a shared mapping. A
+    // child that lives on (a pre-fork worker) would keep the parent's member,
+    // dead-man-switch and death-watcher locks alive after the parent dies. So the child's
+    // page mappings become private anonymous pages (its handles refuse to work anyway:
+    // `ForkedHandle`; what they can still read is a page of zeros), and its copies of the
+    // descriptors point at /dev/null (the parent's descriptions are untouched).
+    // SAFETY: every address in LIBRARY_MAPS is the start of a live PAGE_SIZE mapping of
+    // this library (it leaves the table before it is unmapped); MAP_FIXED replaces exactly
+    // that range in this (single-threaded) child, so no other object is affected, and the
+    // memmap2 handle that owns it unmaps the same range on drop. mmap, open, dup3 and close
+    // are plain system calls, safe in a fork child; the path is a NUL-terminated literal;
+    // every descriptor in LIBRARY_FDS is one this library opened and has not yet closed.
     unsafe {
+        for slot in &LIBRARY_MAPS {
+            let addr = slot.load(Ordering::Acquire);
+            if addr != 0 {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    PAGE_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                );
+            }
+        }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
         if null >= 0 {
             for slot in &LIBRARY_FDS {
