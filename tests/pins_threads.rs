@@ -56,9 +56,9 @@ fn oldest_pinned_never_passes_a_live_guard_of_this_process() {
                     if held.len() > (n % 3) as usize {
                         slots[i].store(0, SeqCst);
                         if n % 2 == 0 {
-                            held.remove(0);
+                            drop(held.remove(0));
                         } else {
-                            held.pop();
+                            drop(held.pop());
                         }
                         if let Some(oldest) = held.iter().map(|g| g.version()).min() {
                             slots[i].store(oldest + 1, SeqCst);
