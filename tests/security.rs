@@ -334,17 +334,19 @@ fn a_hostile_writer_cannot_crash_a_live_handle() {
 }
 
 /// Threat model, stated as a test: a process that can only *read* the file can still take
-/// shared OFD locks through its read-only descriptor, and a shared lock on a dead member's
-/// byte makes that member look alive — so a reader can deny a takeover (service) while
-/// other processes have the file open, though it can change nothing on the page. When it
-/// lets go, the takeover happens.
+/// shared OFD locks through its read-only descriptor. Liveness asks for an *exclusive*
+/// holder, so a shared lock on a dead member's byte does not make that member look alive,
+/// and a claim no longer needs to take the byte to take over a dead owner: the reader
+/// cannot deny a takeover (it once could), and it can change nothing on the page. It can
+/// only keep the dead entry from being reaped until it lets go.
 #[test]
-fn a_read_only_process_can_deny_a_takeover_but_change_nothing() {
+fn a_read_only_process_cannot_deny_a_takeover_and_changes_nothing() {
     use std::os::fd::AsFd;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pinned-shm");
     let mut owner = Agent::spawn(Path::new(EXE), &path).unwrap();
     let index: u64 = owner.ok("open")[1].parse().unwrap();
+    let owner_pid = owner.pid;
     let generation: u64 = owner.ok("try_claim")[0].parse().unwrap();
     // A live bystander: openers join rather than recover alone (the usual case).
     let mut bystander = Agent::spawn(Path::new(EXE), &path).unwrap();
@@ -356,24 +358,28 @@ fn a_read_only_process_can_deny_a_takeover_but_change_nothing() {
     f.l_whence = nix::libc::SEEK_SET as nix::libc::c_short;
     f.l_start = (PAGE_SIZE as u64 + 1 + index) as nix::libc::off_t; // the member's lock byte
     f.l_len = 1;
-    // Taken while the owner lives (shared with nothing: the owner's lock is exclusive, so
-    // wait for its death first), then held.
+    // Taken once the owner is dead (its exclusive lock would conflict before), then held.
     owner.kill();
     nix::fcntl::fcntl(read_only.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&f))
         .expect("a read-only descriptor takes a shared lock");
     let before = std::fs::read(&path).unwrap();
     let lock = ShmLock::open(&path).unwrap();
-    match lock.try_claim_writer() {
-        Err(Error::WriterBusy { generation: g, .. }) => assert_eq!(g, generation),
-        other => panic!("the pinned dead owner was taken over: {other:?}"),
-    }
+    let snap = lock.snapshot();
+    let dead = snap.members.iter().find(|m| m.pid == owner_pid).unwrap();
+    assert!(!dead.alive, "a shared lock made the dead owner look alive");
+    let writer = lock
+        .try_claim_writer()
+        .expect("the read-only process denied the takeover");
+    assert_eq!(writer.generation(), generation + 1);
+    // The entry it holds cannot be reaped yet (the reaper cannot take its byte)...
+    assert!(lock.reap().unwrap().members.is_empty());
+    assert_eq!(lock.snapshot().dead_members().count(), 1);
+    drop(writer);
     drop(lock);
     let after = std::fs::read(&path).unwrap();
     assert_eq!(before[..64], after[..64], "line 0 unchanged");
-    drop(read_only); // lets the lock go
+    // ...and is reaped once it lets go.
+    drop(read_only);
     let lock = ShmLock::open(&path).unwrap();
-    assert_eq!(
-        lock.try_claim_writer().unwrap().generation(),
-        generation + 1
-    );
+    assert_eq!(lock.snapshot().dead_members().count(), 0);
 }
