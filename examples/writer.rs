@@ -12,9 +12,16 @@
 //! 3-second lease the second takes over, and when you `fg` the first it finds itself
 //! deposed and stops writing.
 //!
-//! Each write appends a line stamped with the writer's generation, its fencing token.
+//! Each write appends a line stamped with the writer's generation, its fencing token, and
+//! publishes the write's number as the new version (readers print the version they pin).
+//!
+//! Given a lock file (`/tmp/app.db-shm`) instead of the data file, it refuses
+//! (`Error::DataPathIsLockFile`) and writes nothing anywhere. Piped into `head`, it ends
+//! quietly (status 0) when `head` stops reading; any other output error ends it with
+//! status 1.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +37,8 @@ impl log::Log for StderrLog {
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            eprintln!("  [shmlock {}] {}", record.level(), record.args());
+            let line = format!("  [shmlock {}] {}", record.level(), record.args());
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
     fn flush(&self) {}
@@ -42,66 +50,112 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "/tmp/shmlock-example.db".into());
     match run(&data) {
         Ok(()) => ExitCode::SUCCESS,
+        // `| head` stopped reading: not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        // Every other bare I/O error here is from writing our output (`> /dev/full`).
+        Err(e) if e.is::<std::io::Error>() => {
+            let _ = writeln!(std::io::stderr(), "writer: cannot write the output: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("writer: {e}");
+            let _ = writeln!(std::io::stderr(), "writer: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// The lock file beside `data`, creating an empty data file if there is none. The
+/// library decides what is a lock file: `provision` refuses one as a data path
+/// (`DataPathIsLockFile`), so this never creates `app.db-shm-shm` nor writes into a
+/// lock file.
+fn provision(data: &str) -> Result<ShmLock, Box<dyn std::error::Error>> {
+    // This example may create the lock file (as SHMLOCK_PROVISION=1 would allow).
+    shmlock::set_provisioning_enabled(true);
+    match ShmLock::provision(data) {
+        Err(Error::Io { .. }) if !Path::new(data).exists() => {
+            // No data file yet: create an empty one, and take it back if the name was
+            // refused (it names a lock file).
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(data)
+                .map_err(|e| format!("{data}: cannot create it: {e}"))?;
+            ShmLock::provision(data).map_err(|e| {
+                let _ = std::fs::remove_file(data);
+                e.into()
+            })
+        }
+        other => Ok(other?),
+    }
+}
+
 fn run(data: &str) -> Result<(), Box<dyn std::error::Error>> {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Info));
-    // The pretend database: created if missing.
+    let provisioned = provision(data)?;
+    // The pretend database, checked above to be a data file and not a lock file.
     let mut file = std::fs::OpenOptions::new()
-        .create(true)
         .append(true)
         .open(data)
         .map_err(|e| format!("{data}: cannot open it: {e}"))?;
 
-    // A lease lets this writer depose one that stopped heartbeating (suspended, hung) for
-    // longer than 3 s; a dead one is taken over at once, lease or not.
+    // This handle declares a lease with its claims: "depose me if I am silent for longer
+    // than 3 s" (a suspended or hung writer). A dead one is taken over at once, lease or
+    // not. It shares the provisioned handle's membership (one per process and file).
     let options = Options::new().lease(Duration::from_secs(3));
-    let lock = ShmLock::open_with(shmlock::shm_path_for(data), &options)?;
-    println!(
+    let lock = ShmLock::open_with(provisioned.path(), &options)?;
+    // Never `println!`: it panics when the output is closed.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "pid {}: opened {} ({:?}, member {})",
         std::process::id(),
         lock.path().display(),
-        lock.open_state(),
+        provisioned.open_state(),
         lock.member_index()
-    );
+    )?;
 
     let writer = loop {
         match lock.claim_writer(Duration::from_secs(2)) {
             Ok(w) => break w,
-            Err(Error::WriterBusy { pid, generation }) => {
-                println!("waiting: pid {pid} holds the writer role (generation {generation})")
-            }
+            Err(Error::WriterBusy { pid, generation }) => writeln!(
+                out,
+                "waiting: pid {pid} holds the writer role (generation {generation})"
+            )?,
             Err(e) => return Err(e.into()),
         }
     };
     let generation = writer.generation();
-    match writer.takeover() {
-        None => println!("claimed the writer role: generation {generation}"),
-        Some(Takeover::Dead { pid, .. }) => {
-            println!("took over from pid {pid}, which had died: generation {generation}")
+    let how = match writer.takeover() {
+        None => "claimed the writer role".to_string(),
+        Some(Takeover::Dead { pid, .. }) => format!("took over from pid {pid}, which had died"),
+        Some(Takeover::LeaseExpired { pid, .. }) => {
+            format!("took over from pid {pid}, silent for longer than the lease it declared")
         }
-        Some(Takeover::LeaseExpired { pid, .. }) => println!(
-            "took over from pid {pid}, silent for longer than the lease: generation {generation}"
-        ),
-        Some(Takeover::Invalid { .. }) => {
-            println!("took over a damaged owner word: generation {generation}")
-        }
-        Some(other) => println!("took over ({other:?}): generation {generation}"),
-    }
+        Some(Takeover::Invalid { .. }) => "took over a damaged owner word".to_string(),
+        Some(_) => "took over".to_string(),
+    };
+    writeln!(out, "{how}: generation {generation}")?;
 
-    for n in 1.. {
+    // Versions only grow, across takeovers too: carry on from the latest published.
+    let first = lock.published() + 1;
+    for n in first.. {
         // Check we still own the role before each write: a deposed writer must stop.
         if let Err(e) = writer.heartbeat() {
-            println!("stopping: {e}");
+            writeln!(out, "stopping: {e}")?;
             return Ok(());
         }
-        writeln!(file, "generation {generation}: write {n}")?;
-        println!("wrote #{n} under generation {generation}");
+        writeln!(file, "generation {generation}: write {n}")
+            .map_err(|e| format!("{data}: cannot append to it: {e}"))?;
+        writer.publish(n)?;
+        writeln!(
+            out,
+            "wrote and published #{n} under generation {generation}"
+        )?;
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())

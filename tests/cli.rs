@@ -9,12 +9,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driver::Agent;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use shmlock::{Options, ShmLock};
 
 const EXE: &str = env!("CARGO_BIN_EXE_shmlock");
 
@@ -36,18 +37,22 @@ fn arg(path: &Path) -> &str {
 
 /// An agent that has opened `path`; also its member index.
 fn open_agent(path: &Path) -> (Agent, usize) {
+    open_agent_with(path, "open")
+}
+
+/// An agent that has opened `path` with `open` (`open LEASE_MS` declares a lease).
+fn open_agent_with(path: &Path, open: &str) -> (Agent, usize) {
     let mut agent = Agent::spawn(Path::new(EXE), path).expect("spawn agent");
-    let words = agent.ok("open");
+    let words = agent.ok(open);
     (agent, words[1].parse().expect("member index"))
 }
 
-/// A data file and its lock file, with a writer (generation `generation`) and two reader
-/// processes holding 2 and 1 readers.
+/// A data file and its lock file, with a writer (generation `generation`, declared lease
+/// 3 s) and two reader processes holding 2 and 1 readers.
 struct Scene {
     _dir: tempfile::TempDir,
     data: PathBuf,
     shm: PathBuf,
-    started: SystemTime,
     writer: (Agent, usize),
     generation: u64,
     reader_a: (Agent, usize),
@@ -59,8 +64,7 @@ fn scene() -> Scene {
     let data = dir.path().join("app.db");
     std::fs::write(&data, b"some data\n").unwrap();
     let shm = shmlock::shm_path_for(&data);
-    let started = SystemTime::now();
-    let mut writer = open_agent(&shm);
+    let mut writer = open_agent_with(&shm, "open 3000");
     let generation = writer.0.ok("try_claim")[0].parse().unwrap();
     writer.0.ok("heartbeat");
     let mut reader_a = open_agent(&shm);
@@ -72,7 +76,6 @@ fn scene() -> Scene {
         _dir: dir,
         data,
         shm,
-        started,
         writer,
         generation,
         reader_a,
@@ -122,14 +125,26 @@ fn inspect_of_a_data_file_shows_writer_and_readers_in_an_aligned_table() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("format      v1, created "), "{stdout}");
-    let writer_line = stdout.lines().find(|l| l.starts_with("writer")).unwrap();
+    assert!(stdout.contains("format      v2, created "), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let writer_at = lines.iter().position(|l| l.starts_with("writer")).unwrap();
     assert_eq!(
-        writer_line,
+        lines[writer_at],
         format!(
             "writer      pid {} (member {}), alive, generation {}",
             s.writer.0.pid, s.writer.1, s.generation
         )
+    );
+    // The lease the owner declared, beside its heartbeat age.
+    let detail = lines[writer_at + 1];
+    assert!(
+        detail.starts_with("            heartbeat ")
+            && detail.ends_with(" ago; declared lease 3 s"),
+        "{detail}"
+    );
+    assert!(
+        stdout.contains("snapshots   published 0; oldest pin 0"),
+        "{stdout}"
     );
     assert!(
         stdout.contains("readers     3 across 3 live members"),
@@ -171,10 +186,47 @@ fn inspect_of_a_data_file_shows_writer_and_readers_in_an_aligned_table() {
     }
 }
 
+/// This test process as the writer (lease 2.5 s) of a fresh lock file: it publishes 5, a
+/// reader process attaches (pinning 5), it publishes 7, a second reader process attaches
+/// (pinning 7).
+struct Pinned {
+    _dir: tempfile::TempDir,
+    shm: PathBuf,
+    started: SystemTime,
+    lock: ShmLock,
+    writer: shmlock::WriterGuard,
+    old_reader: (Agent, usize),
+    new_reader: (Agent, usize),
+}
+
+fn pinned_scene() -> Pinned {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join("pinned-shm");
+    let started = SystemTime::now();
+    let lock =
+        ShmLock::open_with(&shm, &Options::new().lease(Duration::from_millis(2500))).expect("open");
+    let writer = lock.try_claim_writer().expect("claim");
+    writer.publish(5).unwrap();
+    let mut old_reader = open_agent(&shm);
+    old_reader.0.ok("attach");
+    writer.publish(7).unwrap();
+    let mut new_reader = open_agent(&shm);
+    new_reader.0.ok("attach");
+    Pinned {
+        _dir: dir,
+        shm,
+        started,
+        lock,
+        writer,
+        old_reader,
+        new_reader,
+    }
+}
+
 #[test]
-fn inspect_json_reports_every_documented_field() {
-    let s = scene();
-    let v = inspect_json(&s.shm);
+fn inspect_json_schema_2_reports_every_documented_field() {
+    let p = pinned_scene();
+    let v = inspect_json(&p.shm);
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     let mut expected = vec![
         "schema",
@@ -185,9 +237,13 @@ fn inspect_json_reports_every_documented_field() {
         "origin",
         "created_unix_ms",
         "generation",
+        "published",
+        "oldest_pinned",
         "owner",
         "takeovers",
         "waiting_claimants",
+        "waiting_for_publish",
+        "waiting_for_readers",
         "reader_count",
         "live_members",
         "dead_members",
@@ -198,14 +254,14 @@ fn inspect_json_reports_every_documented_field() {
     expected.sort_unstable();
     assert_eq!(got, expected);
 
-    assert_eq!(v["schema"], 1);
-    assert_eq!(v["path"], arg(&s.shm));
+    assert_eq!(v["schema"], 2);
+    assert_eq!(v["path"], arg(&p.shm));
     assert_eq!(v["data_path"], Value::Null, "named by its lock file");
-    assert_eq!(v["format_version"], 1);
-    assert_eq!(v["supported_version"], 1);
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["supported_version"], 2);
     assert_eq!(v["origin"], "created");
     let created = v["created_unix_ms"].as_u64().unwrap();
-    let started_ms = s.started.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let started_ms = p.started.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -214,49 +270,122 @@ fn inspect_json_reports_every_documented_field() {
         (started_ms.saturating_sub(1)..=now_ms).contains(&created),
         "{started_ms} <= {created} <= {now_ms}"
     );
-    assert_eq!(v["generation"].as_u64(), Some(s.generation));
+    assert_eq!(v["generation"].as_u64(), Some(p.writer.generation()));
+    assert_eq!(v["published"], 7);
+    assert_eq!(v["oldest_pinned"], 5);
+    assert_eq!(p.lock.oldest_pinned(), Some(5), "the library agrees");
     assert_eq!(v["takeovers"], 0);
     assert_eq!(v["waiting_claimants"], 0);
-    assert_eq!(v["reader_count"], 3);
+    assert_eq!(v["waiting_for_publish"], 0);
+    assert_eq!(v["waiting_for_readers"], 0);
+    assert_eq!(v["reader_count"], 2);
     assert_eq!(v["live_members"], 3);
     assert_eq!(v["dead_members"], 0);
 
     let owner = &v["owner"];
-    assert_eq!(owner.as_object().unwrap().len(), 5, "{owner}");
-    assert_eq!(owner["member"].as_u64(), Some(s.writer.1 as u64));
-    assert_eq!(owner["pid"].as_u64(), Some(s.writer.0.pid as u64));
+    assert_eq!(owner.as_object().unwrap().len(), 6, "{owner}");
+    assert_eq!(owner["member"].as_u64(), Some(p.lock.member_index() as u64));
+    assert_eq!(owner["pid"].as_u64(), Some(std::process::id() as u64));
     assert_eq!(owner["alive"], true);
-    assert_eq!(owner["generation"].as_u64(), Some(s.generation));
-    // The writer heartbeat after its claim; far less than an hour ago.
-    assert!(owner["heartbeat_age_us"].as_u64().unwrap() < 3_600_000_000);
+    assert_eq!(owner["generation"].as_u64(), Some(p.writer.generation()));
+    // Claimed and never heartbeaten since.
+    assert_eq!(owner["heartbeat_age_us"], Value::Null, "{owner}");
+    assert_eq!(owner["lease_ms"], 2500, "the lease the owner declared");
 
     let members = v["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
-    for (agent, index, readers) in [
-        (&s.writer.0, s.writer.1, 0),
-        (&s.reader_a.0, s.reader_a.1, 2),
-        (&s.reader_b.0, s.reader_b.1, 1),
+    for (pid, index, readers, pin, lease) in [
+        (
+            std::process::id(),
+            p.lock.member_index(),
+            0,
+            Value::Null,
+            Value::from(2500),
+        ),
+        (
+            p.old_reader.0.pid,
+            p.old_reader.1,
+            1,
+            Value::from(5),
+            Value::Null,
+        ),
+        (
+            p.new_reader.0.pid,
+            p.new_reader.1,
+            1,
+            Value::from(7),
+            Value::Null,
+        ),
     ] {
         let m = members
             .iter()
-            .find(|m| m["pid"].as_u64() == Some(agent.pid as u64))
-            .unwrap_or_else(|| panic!("no member for pid {}: {v}", agent.pid));
-        assert_eq!(m.as_object().unwrap().len(), 9, "{m}");
+            .find(|m| m["pid"].as_u64() == Some(pid as u64))
+            .unwrap_or_else(|| panic!("no member for pid {pid}: {v}"));
+        assert_eq!(m.as_object().unwrap().len(), 10, "{m}");
         assert_eq!(m["index"].as_u64(), Some(index as u64));
         assert!(m["token"].is_u64(), "{m}");
         assert_eq!(m["alive"], true);
-        assert_eq!(m["is_owner"], index == s.writer.1);
+        assert_eq!(m["is_owner"], index == p.lock.member_index());
         assert_eq!(m["readers"].as_u64(), Some(readers));
-        assert!(m["registered_age_s"].as_u64().unwrap() < 3600, "{m}");
-        assert!(m["process_age_s"].as_u64().unwrap() < 3600, "{m}");
-        assert!(m["heartbeat_age_us"].is_u64(), "{m}");
+        assert_eq!(m["oldest_pin"], pin, "{m}");
+        assert_eq!(m["declared_lease_ms"], lease, "{m}");
+        assert!(
+            m["process_age_s"].as_u64().unwrap() < 3600 * 24 * 365,
+            "{m}"
+        );
+        assert!(m.get("registered_age_s").is_none(), "dropped in schema 2");
+        if index != p.lock.member_index() {
+            assert!(m["heartbeat_age_us"].is_u64(), "{m}");
+        }
     }
+}
 
-    // The same file named by its data file: the same state, and the data path said.
+#[test]
+fn inspect_json_of_a_data_file_names_both_files() {
+    let s = scene();
+    let v = inspect_json(&s.shm);
     let by_data = inspect_json(&s.data);
     assert_eq!(by_data["data_path"], arg(&s.data));
     assert_eq!(by_data["path"], v["path"]);
     assert_eq!(by_data["generation"], v["generation"]);
+    assert_eq!(by_data["owner"]["lease_ms"], 3000);
+}
+
+#[test]
+fn inspect_table_shows_the_published_version_and_every_pin() {
+    let p = pinned_scene();
+    let out = shmlock(&["inspect", arg(&p.shm)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("snapshots   published 7; oldest pin 5\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("            no heartbeat since its claim; declared lease 2.5 s\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("waiting     0 claimants, 0 for a publish, 0 for readers\n"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines.iter().find(|l| l.starts_with("MEMBER")).unwrap();
+    let pin_end = header.find("OLDEST PIN").unwrap() + "OLDEST PIN".len();
+    for (pid, pin) in [(p.old_reader.0.pid, "5"), (p.new_reader.0.pid, "7")] {
+        let row = lines
+            .iter()
+            .find(|r| r.split_whitespace().nth(1) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("no row for pid {pid}:\n{stdout}"));
+        assert_eq!(row.split_whitespace().nth(4), Some(pin), "{row}");
+        assert_eq!(field_span(row, 4).1, pin_end, "aligned:\n{header}\n{row}");
+    }
+    let owner_row = lines
+        .iter()
+        .find(|r| r.split_whitespace().nth(1) == Some(&std::process::id().to_string()))
+        .unwrap();
+    assert!(owner_row.contains(" 2.5 s "), "its lease: {owner_row}");
+    assert!(owner_row.ends_with("writer"), "{owner_row}");
 }
 
 /// The error a command printed: exit code 1, nothing on stdout, one sentence on stderr
@@ -330,18 +459,34 @@ fn usage_errors_exit_2_and_help_exits_0() {
         assert!(out.stdout.is_empty(), "{args:?}");
         let stderr = text(&out.stderr);
         assert!(
-            stderr.starts_with("error: ") || stderr.contains("Usage: shmlock <COMMAND>"),
+            stderr.starts_with("error: ") || stderr.contains("Usage: shmlock [OPTIONS] <COMMAND>"),
             "{args:?}: {stderr}"
         );
     }
     let out = shmlock(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
-    for command in ["inspect", "watch", "reap", "demo"] {
+    for command in ["inspect", "watch", "reap", "demo", "--color"] {
         assert!(text(&out.stdout).contains(command), "{command} in --help");
     }
+}
+
+#[test]
+fn the_internal_agent_is_advertised_nowhere() {
+    // (`help agent` is refused: "unrecognized subcommand 'agent'" only echoes the user.)
+    assert_eq!(shmlock(&["help", "agent"]).status.code(), Some(2));
+    for args in [&["--help"][..], &["help"][..], &["agen", "x"][..]] {
+        let out = shmlock(args);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(
+            !all.contains("agent"),
+            "{args:?} mentions the agent:\n{all}"
+        );
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
     assert!(
-        !text(&out.stdout).contains("agent"),
-        "the agent stays hidden"
+        !readme.contains("shmlock agent"),
+        "the README advertises the internal agent"
     );
 }
 
@@ -487,8 +632,12 @@ struct Watch {
 
 impl Watch {
     fn start(path: &Path) -> Watch {
+        Watch::start_every(path, 10)
+    }
+
+    fn start_every(path: &Path, interval_ms: u64) -> Watch {
         let mut child = Command::new(EXE)
-            .args(["watch", arg(path), "--interval", "10"])
+            .args(["watch", arg(path), "--interval", &interval_ms.to_string()])
             .stdout(Stdio::piped())
             .spawn()
             .expect("start watch");
@@ -505,12 +654,17 @@ impl Watch {
     }
 
     /// Read lines until one equals `want` (bounded by the driver's answer timeout).
-    fn wait_for(&self, want: &str) {
+    fn wait_for_line(&self, want: &str) {
+        self.wait_for(want, |line| line == want);
+    }
+
+    /// Read lines until one satisfies `ready` (bounded by the driver's answer timeout).
+    fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) {
         loop {
             match self.lines.recv_timeout(driver::ANSWER_TIMEOUT) {
-                Ok(line) if line == want => return,
+                Ok(line) if ready(&line) => return,
                 Ok(_) => {}
-                Err(e) => panic!("watch never printed {want:?}: {e}"),
+                Err(e) => panic!("watch never printed {what:?}: {e}"),
             }
         }
     }
@@ -530,13 +684,13 @@ fn watch_reports_members_coming_and_dying_and_exits_0_on_sigint() {
     let (mut first, _) = open_agent(&shm);
     let generation: u64 = first.ok("try_claim")[0].parse().unwrap();
     let mut watch = Watch::start(&shm);
-    watch.wait_for(&format!(
+    watch.wait_for_line(&format!(
         "writer      pid {} (member 0), alive, generation {generation}",
         first.pid
     ));
 
     let (mut second, index) = open_agent(&shm);
-    watch.wait_for(&format!("* pid {} joined (member {index})", second.pid));
+    watch.wait_for_line(&format!("* pid {} joined (member {index})", second.pid));
     second.ok("attach");
     let pid = second.pid;
     second.kill();
@@ -555,4 +709,546 @@ fn watch_reports_members_coming_and_dying_and_exits_0_on_sigint() {
     let status = watch.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C is a clean exit");
     first.ok("release");
+}
+
+/// Where a command's output goes: a pipe whose reader is gone, or a full device.
+fn closed_pipe() -> Stdio {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    Stdio::from(write)
+}
+
+fn dev_full() -> Stdio {
+    Stdio::from(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full"),
+    )
+}
+
+fn shmlock_into(args: &[&str], stdout: Stdio) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .env_remove("NO_COLOR")
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run shmlock")
+}
+
+/// Every command that prints, on the scene's files.
+fn printing_commands(s: &Scene) -> Vec<Vec<String>> {
+    let data = arg(&s.data).to_string();
+    [
+        vec!["demo"],
+        vec!["inspect", &data],
+        vec!["inspect", "--json", &data],
+        vec!["reap", &data],
+        vec!["reap", "--json", &data],
+        vec!["watch", &data, "--interval", "10", "--count", "2"],
+        vec!["--help"],
+    ]
+    .iter()
+    .map(|a| a.iter().map(|w| w.to_string()).collect())
+    .collect()
+}
+
+#[test]
+fn a_closed_pipe_ends_every_command_quietly_with_status_0() {
+    let s = scene();
+    for args in printing_commands(&s) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = shmlock_into(&args, closed_pipe());
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert_eq!(text(&out.stderr), "", "{args:?}: quiet, no panic");
+    }
+}
+
+#[test]
+fn a_full_device_is_one_sentence_and_status_1() {
+    let s = scene();
+    for args in printing_commands(&s) {
+        if args == ["--help"] {
+            continue; // clap's own output
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = shmlock_into(&args, dev_full());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "shmlock: cannot write the output: no space left on device\n",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_counts_the_processes_it_lists_and_shows_a_pin_released_by_a_death() {
+    let out = shmlock(&["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let title = stdout.lines().next().unwrap();
+    let announced: usize = title
+        .strip_prefix("shmlock demo: ")
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{title}"));
+    let opened: Vec<u32> = stdout
+        .lines()
+        .filter(|l| l.contains(" opened the lock file: "))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(opened.len(), announced, "{stdout}");
+    assert!(opened.contains(&out_pid_of_demo(&stdout)), "{stdout}");
+    // Part two: the pinned reader holds back reclamation, its death releases it.
+    assert!(
+        stdout.contains("wait_readers_past(2, 100 ms): gave up after 100 ms waiting for readers to move past version 2 (the oldest pin is still 1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("snapshots   published 3; oldest pin 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("wait_readers_past(2, 10 s) returned ")
+                && l.ends_with(" after the SIGKILL, and nobody called reap")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("snapshots   published 3; oldest pin 3"),
+        "{stdout}"
+    );
+    // Its directory is deleted at the end: it suggests nothing to run on it.
+    assert!(!stdout.contains("or run:"), "{stdout}");
+    assert!(
+        !stdout
+            .lines()
+            .skip(1)
+            .any(|l| l.trim_start().starts_with("shmlock ")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("agent"), "{stdout}");
+    for debug in ["Some(", "None", "Created", "Joined"] {
+        assert!(!stdout.contains(debug), "{debug:?} in the demo:\n{stdout}");
+    }
+}
+
+/// The pid the demo reports for itself ("demo     pid N ...").
+fn out_pid_of_demo(stdout: &str) -> u32 {
+    stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("demo     pid "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("the demo never says its own pid:\n{stdout}"))
+}
+
+#[test]
+fn reap_json_reports_the_cleared_members_and_what_remains() {
+    let s = scene();
+    let (mut victim, victim_index) = open_agent(&s.shm);
+    victim.ok("attach");
+    let victim_pid = victim.pid;
+    victim.kill();
+    let out = shmlock(&["reap", "--json", arg(&s.data)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "cleared",
+            "data_path",
+            "healed",
+            "live_members",
+            "owner",
+            "owner_freed",
+            "path",
+            "reader_count",
+            "readers_cleared",
+            "schema"
+        ]
+    );
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["path"], arg(&s.shm));
+    assert_eq!(v["data_path"], arg(&s.data));
+    assert_eq!(v["healed"], false);
+    assert_eq!(
+        v["cleared"],
+        serde_json::json!([{
+            "index": victim_index,
+            "pid": victim_pid,
+            "readers": 1,
+            "owned_generation": null
+        }])
+    );
+    assert_eq!(v["readers_cleared"], 1);
+    assert_eq!(v["owner_freed"], Value::Null);
+    assert_eq!(v["live_members"], 3);
+    assert_eq!(
+        v["owner"],
+        serde_json::json!({"pid": s.writer.0.pid, "alive": true, "generation": s.generation})
+    );
+    assert_eq!(v["reader_count"], 3);
+
+    let again = shmlock(&["reap", "--json", arg(&s.shm)]);
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["cleared"], serde_json::json!([]));
+}
+
+#[test]
+fn color_follows_the_flag_then_no_color_then_the_terminal() {
+    let s = scene();
+    let run = |color: Option<&str>, no_color: bool| {
+        let mut cmd = Command::new(EXE);
+        if let Some(c) = color {
+            cmd.args(["--color", c]);
+        }
+        cmd.args(["inspect", arg(&s.data)]).env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        text(&out.stdout).contains('\x1b')
+    };
+    assert!(!run(None, false), "auto: not into a pipe");
+    assert!(!run(Some("auto"), false));
+    assert!(run(Some("always"), false));
+    assert!(run(Some("always"), true), "the flag wins over NO_COLOR");
+    assert!(!run(Some("never"), false));
+    // Errors too, and the flag goes anywhere on the line.
+    let out = shmlock(&["inspect", "/nonexistent/x.db", "--color=always"]);
+    assert!(
+        text(&out.stderr).starts_with("\x1b[1;31mshmlock:\x1b[0m "),
+        "{out:?}"
+    );
+    let bad = shmlock(&["--color", "sometimes", "inspect", "x"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn errors_speak_to_operators_not_to_programmers() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_ours = dir.path().join("notes-shm");
+    std::fs::write(&not_ours, b"shopping list").unwrap();
+    let cases = [
+        (
+            dir.path().to_path_buf(),
+            "is a directory, not a regular file",
+        ),
+        (not_ours.clone(), "not a shmlock lock file"),
+    ];
+    for (path, says) in cases {
+        for command in ["inspect", "reap", "watch"] {
+            let out = shmlock(&[command, arg(&path)]);
+            let stderr = assert_human_error(&out, &path);
+            assert!(stderr.contains(says), "{command}: {stderr}");
+            for api in [
+                "::",
+                "ShmLock",
+                "Options",
+                "provision",
+                "(data)",
+                "os error",
+            ] {
+                assert!(!stderr.contains(api), "{command}: {api:?} in {stderr}");
+            }
+        }
+    }
+    assert_eq!(std::fs::read(&not_ours).unwrap(), b"shopping list");
+}
+
+#[test]
+fn a_lock_file_is_never_taken_for_a_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lock file with another name (it carries the magic), and a stray "<it>-shm" beside.
+    let odd = dir.path().join("odd.lock");
+    let (mut owner, _) = open_agent(&odd);
+    let generation: u64 = owner.ok("try_claim")[0].parse().unwrap();
+    let (stray, _) = open_agent(&shmlock::shm_path_for(&odd));
+    let v = inspect_json(&odd);
+    assert_eq!(
+        v["path"],
+        arg(&odd),
+        "the file itself, as the library sees it"
+    );
+    assert_eq!(v["data_path"], Value::Null);
+    assert_eq!(v["generation"].as_u64(), Some(generation));
+    // A name ending in -shm is a lock file even when "<it>-shm" exists.
+    let shm = dir.path().join("app.db-shm");
+    let (_a, _) = open_agent(&shm);
+    let (_b, _) = open_agent(&shmlock::shm_path_for(&shm));
+    assert_eq!(inspect_json(&shm)["path"], arg(&shm));
+    drop(stray);
+}
+
+/// The root package's examples, when `cargo test --workspace` (CI) has built them.
+fn example(name: &str) -> Option<PathBuf> {
+    let path = Path::new(EXE).parent()?.join("examples").join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipped: {} is not built (`cargo test --workspace` or `cargo build --examples` builds it)",
+            path.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn the_examples_refuse_a_lock_file_as_their_data_path_and_survive_their_output() {
+    let (Some(reader), Some(writer)) = (example("reader"), example("writer")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("app.db");
+    std::fs::write(&data, b"").unwrap();
+    let shm = shmlock::shm_path_for(&data);
+    drop(ShmLock::open(&shm).unwrap());
+    let page = std::fs::read(&shm).unwrap();
+    for exe in [&reader, &writer] {
+        let out = Command::new(exe).arg(&shm).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{exe:?}: {out:?}");
+        assert!(text(&out.stderr).contains("is a shmlock lock file, not a data file"));
+        assert_eq!(
+            std::fs::read(&shm).unwrap(),
+            page,
+            "{exe:?} wrote into the lock file"
+        );
+        assert!(
+            !shmlock::shm_path_for(&shm).exists(),
+            "{exe:?} made a lock file's lock file"
+        );
+    }
+    // A lock file's name that does not exist yet: the writer creates nothing either.
+    let missing = dir.path().join("new.db-shm");
+    let out = Command::new(&writer).arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!missing.exists() && !shmlock::shm_path_for(&missing).exists());
+
+    for exe in [&reader, &writer] {
+        let closed = Command::new(exe)
+            .arg(&data)
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(closed.status.code(), Some(0), "{exe:?}: {closed:?}");
+        assert_eq!(text(&closed.stderr), "", "{exe:?}");
+        let full = Command::new(exe)
+            .arg(&data)
+            .stdout(dev_full())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(full.status.code(), Some(1), "{exe:?}: {full:?}");
+        assert!(
+            text(&full.stderr).contains("cannot write the output: No space left on device"),
+            "{exe:?}: {full:?}"
+        );
+    }
+}
+
+#[test]
+fn watch_lists_a_death_before_the_takeover_it_made_possible() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join("order-shm");
+    let (mut first, first_index) = open_agent(&shm);
+    let generation: u64 = first.ok("try_claim")[0].parse().unwrap();
+    let (mut claimant, _) = open_agent(&shm);
+    let watch = Watch::start_every(&shm, 1000);
+    watch.wait_for("== ", |line| line.ends_with("(sample 1)"));
+    // Both within one interval: the next sample sees the death and the takeover at once.
+    let first_pid = first.pid;
+    first.kill();
+    claimant.ok("try_claim");
+    let mut events = Vec::new();
+    loop {
+        let line = watch
+            .lines
+            .recv_timeout(driver::ANSWER_TIMEOUT)
+            .expect("watch reports the takeover");
+        if let Some(event) = line.strip_prefix("* ") {
+            events.push(event.to_string());
+        } else if line.starts_with("== ") && !events.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            format!("writer pid {first_pid} (member {first_index}) died and was cleared"),
+            format!(
+                "TAKEOVER by pid {} from pid {first_pid}: generation {}",
+                claimant.pid,
+                generation + 1
+            ),
+        ]
+    );
+}
+
+/// A private tmux server running one command in a detached window of a given size; the
+/// server is killed on drop. `None` (with the reason printed) when tmux is missing.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(columns: u16, rows: u16, command: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("skipped: tmux is not installed (apt-get install tmux; .ci/run installs it)");
+            return None;
+        }
+        let socket = format!("shmlock-test-{}-{columns}x{rows}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", &columns.to_string(), "-y", &rows.to_string()])
+            .arg(command)
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .status()
+            .expect("run tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Some(Tmux { socket })
+    }
+
+    /// The screen's rows, as tmux shows them (`-J`: wrapped lines joined, so a line that
+    /// wrapped shows as one longer than the width).
+    fn screen(&self) -> Vec<String> {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-J"])
+            .output()
+            .expect("tmux capture-pane");
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+
+    /// Poll the screen until `ready` holds (bounded by the driver's answer timeout).
+    fn wait_for(&self, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + driver::ANSWER_TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {what}:\n{}",
+                screen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn keys(&self, keys: &str) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", keys])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// `shmlock watch PATH` in a shell that says how it ended.
+fn watch_command(path: &Path) -> String {
+    format!(
+        "'{EXE}' watch '{}' --interval 20; echo \"watch ended with status $?\"; sleep 600",
+        arg(path)
+    )
+}
+
+#[test]
+fn watch_fits_a_60_by_14_terminal_and_quits_on_q() {
+    let s = scene();
+    // Ten members: more rows than 14 lines hold with the header and an event.
+    let mut extra: Vec<Agent> = Vec::new();
+    for _ in 0..7 {
+        let (mut a, _) = open_agent(&s.shm);
+        a.ok("attach");
+        extra.push(a);
+    }
+    let Some(tmux) = Tmux::start(60, 14, &watch_command(&s.data)) else {
+        return;
+    };
+    let fits = |screen: &[String]| {
+        screen.len() <= 14
+            && screen.iter().all(|l| l.chars().count() <= 60)
+            && screen
+                .first()
+                .is_some_and(|l| l.starts_with("shmlock watch"))
+    };
+    let screen = tmux.wait_for("the writer", |screen| {
+        screen.iter().any(|l| l.starts_with("writer ")) && fits(screen)
+    });
+    let all = screen.join("\n");
+    assert!(
+        all.contains("snapshots   published 0; oldest pin 0"),
+        "{all}"
+    );
+    assert!(all.contains("OLDEST PIN"), "{all}");
+    assert!(
+        !all.contains("PROCESS STARTED"),
+        "no room for it at 60 columns:\n{all}"
+    );
+    // An event arrives: the oldest rows make room for it; still no line wraps, and
+    // nothing scrolls the title away.
+    let (joined, _) = open_agent(&s.shm);
+    let screen = tmux.wait_for("the join", |screen| {
+        screen
+            .iter()
+            .any(|l| l.contains(&format!("pid {} joined", joined.pid)))
+    });
+    assert!(fits(&screen), "{}", screen.join("\n"));
+    let all = screen.join("\n");
+    assert!(all.contains("more (a taller terminal shows them)"), "{all}");
+    tmux.keys("q");
+    tmux.wait_for("watch ending on q", |screen| {
+        screen.iter().any(|l| l == "watch ended with status 0")
+    });
+}
+
+#[test]
+fn watch_uses_the_width_of_a_200_column_terminal() {
+    let s = scene();
+    let Some(tmux) = Tmux::start(200, 50, &watch_command(&s.data)) else {
+        return;
+    };
+    let screen = tmux.wait_for("the member table", |screen| {
+        screen.iter().any(|l| l.starts_with("MEMBER"))
+    });
+    let all = screen.join("\n");
+    let header = screen.iter().find(|l| l.starts_with("MEMBER")).unwrap();
+    for column in [
+        "OLDEST PIN",
+        "HEARTBEAT",
+        "LEASE",
+        "PROCESS STARTED",
+        "TOKEN",
+        "NOTE",
+    ] {
+        assert!(header.contains(column), "{column} at 200 columns: {header}");
+    }
+    assert!(!all.contains('…'), "nothing cut at 200 columns:\n{all}");
+    assert!(screen[0].ends_with(arg(&s.data)), "{}", screen[0]);
+    assert!(screen.iter().all(|l| l.chars().count() <= 200));
+    tmux.keys("C-c");
+    tmux.wait_for("watch ending on Ctrl-C", |screen| {
+        screen.iter().any(|l| l == "watch ended with status 0")
+    });
 }

@@ -1,18 +1,35 @@
 //! `shmlock demo`: the main job, shown with real processes.
 //!
-//! A writer process claims and heartbeats, three reader processes attach, a claimant waits;
-//! the writer is SIGKILLed and the claimant takes over with generation + 1; a reader is
-//! SIGKILLed and vanishes from the count, then is reaped; the state is printed at each step.
+//! Part one, who writes: a writer process claims and heartbeats, three reader processes
+//! attach, a claimant waits; the writer is SIGKILLed and the claimant takes over with
+//! generation + 1; a reader is SIGKILLed and vanishes from the count, then is reaped.
+//!
+//! Part two, what readers still read: the demo process itself becomes the writer (through
+//! the library, as an engine would) and publishes versions; a reader process pins version
+//! 1, so the writer's `wait_readers_past(2)` times out and the oldest pin stays at 1; the
+//! reader is SIGKILLed while the writer waits, and the wait returns with nobody calling
+//! reap.
+//!
 //! Every step waits for the agents' answers (or a condition on the page), never a guess.
+//! All output goes through `Story::line`, so a closed pipe (`| head`) ends the demo
+//! quietly, with its child processes killed and its temporary directory removed.
 
-use std::io::Write;
+use std::io::{StdoutLock, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use shmlock::{OpenState, ShmLock};
+
 use crate::agent::boottime_ns;
 use crate::driver::Agent;
-use crate::render::{self, Paint};
+use crate::errors::operator_message;
+use crate::render::{self, Paint, ViewOptions};
 use crate::{Failure, Target};
+
+/// The child processes the demo starts: a writer, three readers and a claimant in part
+/// one, two readers in part two. With the demo process itself, that is `PROCESSES`.
+const CHILDREN: usize = 7;
+const PROCESSES: usize = CHILDREN + 1;
 
 /// The narrator: numbered steps stamped with the time since the demo started.
 struct Story {
@@ -20,50 +37,83 @@ struct Story {
     step: u32,
     paint: Paint,
     target: Target,
+    /// Whether the files outlive the demo (`--dir`): only then may it suggest commands to
+    /// run on them.
+    kept: bool,
+    out: StdoutLock<'static>,
 }
 
 impl Story {
-    fn step(&mut self, text: &str) {
+    fn line(&mut self, text: &str) -> Result<(), Failure> {
+        writeln!(self.out, "{text}")?;
+        Ok(())
+    }
+
+    fn step(&mut self, text: &str) -> Result<(), Failure> {
         self.step += 1;
         let at = format!("{:>8}", render::age(self.started.elapsed()));
-        println!(
+        let text = format!(
             "\n{} {}",
             self.paint.dim(&format!("[{at}]")),
             self.paint.bold(&format!("{}. {text}", self.step))
         );
+        self.line(&text)
     }
 
-    fn say(&self, text: &str) {
-        println!("           {text}");
+    fn say(&mut self, text: &str) -> Result<(), Failure> {
+        self.line(&format!("           {text}"))
     }
 
-    fn show(&self, title: &str) -> Result<shmlock::Snapshot, String> {
-        let snap = shmlock::inspect(&self.target.lock)
-            .map_err(|e| e.to_string())?
-            .ok_or("the lock file vanished")?;
-        println!(
+    fn show(&mut self, title: &str) -> Result<shmlock::Snapshot, Failure> {
+        let snap = shmlock::inspect(&self.target.lock)?
+            .ok_or_else(|| "the lock file vanished".to_string())?;
+        let heading = format!(
             "\n      {}",
             self.paint.dim(&format!("-- shmlock inspect: {title} --"))
         );
+        self.line(&heading)?;
+        let opts = ViewOptions {
+            reap_hint: self.kept,
+            ..ViewOptions::default()
+        };
         // The path was said at the start; the rest of the view follows.
-        let view = render::view(&self.target, &snap, &self.paint, &Default::default());
+        let view = render::view(&self.target, &snap, &self.paint, &opts).lines();
         for line in view.iter().skip(1) {
-            println!("{}", format!("      {line}").trim_end());
+            self.line(format!("      {line}").trim_end())?;
         }
-        let _ = std::io::stdout().flush();
+        self.out.flush()?;
         Ok(snap)
     }
 
-    fn spawn(&self, exe: &Path, role: &str) -> Result<Agent, String> {
+    fn spawn(&mut self, exe: &Path, role: &str) -> Result<Agent, Failure> {
         let mut agent = Agent::spawn(exe, &self.target.lock)
             .map_err(|e| format!("cannot start a {role} process: {e}"))?;
         let open = agent.ok("open");
         self.say(&format!(
             "{role:<8} pid {:<7} opened the lock file: {} (member {})",
-            agent.pid, open[0], open[1]
-        ));
+            agent.pid,
+            open_words(&open[0]),
+            open[1]
+        ))?;
         Ok(agent)
     }
+}
+
+/// How an open found the file, in words (the agent answers the `OpenState` name).
+fn open_words(state: &str) -> &'static str {
+    match state {
+        "Created" => "created it",
+        "Reopened" => "reopened it",
+        "Joined" => "joined the others",
+        "RecoveredFromCrash" => "recovered it after a crash",
+        "HealedCorruptHeader" => "healed a damaged page",
+        "RecoveredAfterReboot" => "recovered it after a reboot",
+        _ => "opened it",
+    }
+}
+
+fn open_state_words(state: OpenState) -> &'static str {
+    open_words(&format!("{state:?}"))
 }
 
 /// What an agent answered after `err <kind> `: the library's own sentence.
@@ -71,10 +121,30 @@ fn sentence(answer: &str) -> &str {
     answer.splitn(3, ' ').nth(2).unwrap_or(answer)
 }
 
+/// Wait (bounded) until `ready` holds for the page.
+fn wait_for_page(
+    shm: &Path,
+    what: &str,
+    ready: impl Fn(&shmlock::Snapshot) -> bool,
+) -> Result<(), Failure> {
+    let since = Instant::now();
+    while !shmlock::inspect(shm)
+        .ok()
+        .flatten()
+        .is_some_and(|s| ready(&s))
+    {
+        if since.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{what} never happened").into());
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
 /// Run the demonstration in `dir` (or a fresh temporary directory, removed afterwards).
 pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     let temp;
-    let keep = dir.is_some();
+    let kept = dir.is_some();
     let dir = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -110,20 +180,38 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
             lock: shm.clone(),
             data: Some(data.clone()),
         },
+        kept,
+        out: std::io::stdout().lock(),
     };
-    println!(
-        "{}",
-        story.paint.bold(&format!(
-            "shmlock demo: six processes share {}",
-            shm.display()
-        ))
-    );
-    println!(
-        "(each process below is a separate `shmlock agent` child; times are since the demo began)"
-    );
+    let title = story.paint.bold(&format!(
+        "shmlock demo: {PROCESSES} processes share {}",
+        shm.display()
+    ));
+    story.line(&title)?;
+    story.line(&format!(
+        "({CHILDREN} child processes started by the demo, and from step 8 the demo process itself;\n \
+         times are since the demo began)"
+    ))?;
 
-    story.step("A writer opens the lock file, claims the writer role, heartbeats every 10 ms");
-    let mut writer = story.spawn(&exe, "writer")?;
+    who_writes(&mut story, &exe)?;
+    what_readers_read(&mut story, &exe)?;
+
+    if kept {
+        story.line(&format!(
+            "\nThe files are kept in {}: try `shmlock inspect {}`.",
+            dir.display(),
+            data.display()
+        ))?;
+    }
+    story.out.flush()?;
+    Ok(())
+}
+
+/// Part one: a crash of the writer, a takeover, a crash of a reader, a reap.
+fn who_writes(story: &mut Story, exe: &Path) -> Result<(), Failure> {
+    let shm = story.target.lock.clone();
+    story.step("A writer opens the lock file, claims the writer role, heartbeats every 10 ms")?;
+    let mut writer = story.spawn(exe, "writer")?;
     let generation: u64 = writer.ok("try_claim")[0]
         .parse()
         .map_err(|_| "the writer gave a bad answer".to_string())?;
@@ -131,45 +219,34 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     story.say(&format!(
         "writer   pid {:<7} owns generation {generation} (its fencing token)",
         writer.pid
-    ));
+    ))?;
 
-    story.step("Three reader processes open the same file and attach a reader each");
+    story.step("Three reader processes open the same file and attach a reader each")?;
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut r = story.spawn(&exe, "reader")?;
+        let mut r = story.spawn(exe, "reader")?;
         r.ok("attach");
         readers.push(r);
     }
     story.show("one writer, three readers")?;
 
-    story.step("A claimant wants the writer role: try_claim fails, so it waits (up to 10 s)");
-    let mut claimant = story.spawn(&exe, "claimant")?;
+    story.step("A claimant wants the writer role: try_claim fails, so it waits (up to 10 s)")?;
+    let mut claimant = story.spawn(exe, "claimant")?;
     let busy = claimant.ask("try_claim");
     // The library's sentence, up to its advice.
     let busy = sentence(&busy);
     story.say(&format!(
         "try_claim_writer(): {}",
         busy.split(';').next().unwrap_or(busy)
-    ));
+    ))?;
     claimant.send("claim 10000");
-    // Wait until the claimant is asleep in claim_writer (a condition, bounded).
-    let waiting_since = Instant::now();
-    while shmlock::inspect(&shm)
-        .ok()
-        .flatten()
-        .is_none_or(|s| s.waiting_claimants == 0)
-    {
-        if waiting_since.elapsed() > Duration::from_secs(10) {
-            return Err("the claimant never started waiting".to_string().into());
-        }
-        std::thread::yield_now();
-    }
-    story.say("claim_writer(10 s): asleep in the kernel, waiting for the writer to go");
+    wait_for_page(&shm, "the claimant's wait", |s| s.waiting_claimants > 0)?;
+    story.say("claim_writer(10 s): asleep in the kernel, waiting for the writer to go")?;
 
     story.step(&format!(
         "CRASH: SIGKILL the writer (pid {}) in the middle of its work",
         writer.pid
-    ));
+    ))?;
     let killed_at = boottime_ns();
     writer.kill();
     let answer = claimant.answer();
@@ -183,16 +260,17 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     let claimed_at: u64 = words[2]
         .parse()
         .map_err(|_| "the claimant gave a bad answer".to_string())?;
-    story.say(&story.paint.yellow(&format!(
+    let took = story.paint.yellow(&format!(
         "claimant pid {} took over {} after the SIGKILL",
         claimant.pid,
         render::age(Duration::from_nanos(claimed_at.saturating_sub(killed_at)))
-    )));
-    story.say("(the kernel dropped the dead writer's lock byte, which woke the claimant)");
-    story.say(&format!("generation {generation} -> {new_generation}"));
+    ));
+    story.say(&took)?;
+    story.say("(the kernel dropped the dead writer's lock byte, which woke the claimant)")?;
+    story.say(&format!("generation {generation} -> {new_generation}"))?;
     story.say(&format!(
         "writes stamped {generation} are fenced: the old writer can change nothing"
-    ));
+    ))?;
     claimant.ok("heartbeat");
     story.show("after the takeover")?;
 
@@ -200,26 +278,26 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
     story.step(&format!(
         "CRASH: SIGKILL a reader (pid {}) while it is attached",
         victim.pid
-    ));
+    ))?;
     victim.kill();
     let snap = story.show("the dead reader no longer counts")?;
-    println!();
+    story.line("")?;
     story.say(&format!(
         "reader count {}: only live members count; the dead entry waits to be reaped",
         snap.reader_count
-    ));
+    ))?;
 
-    story.step("The new writer reaps the dead member (as `shmlock reap` would)");
+    story.step("The new writer reaps the dead member (as `shmlock reap` would)")?;
     let reaped = claimant.ok("reap");
     let number = |word: &str| word.parse::<u64>().unwrap_or_default();
     story.say(&format!(
         "reap(): cleared {}, and {} with it",
         render::count(number(&reaped[0]), "dead member"),
         render::count(number(&reaped[1]), "reader")
-    ));
+    ))?;
     story.show("after reap")?;
 
-    story.step("Everyone leaves cleanly: the writer releases, the readers detach and close");
+    story.step("Everyone leaves cleanly: the writer releases, the readers detach and close")?;
     claimant.ok("release");
     claimant.ok("close");
     for mut r in readers {
@@ -231,13 +309,104 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
         "generation {} stays in the file: the next claim gets {}",
         last.generation,
         last.generation + 1
-    ));
-    if keep {
-        println!(
-            "\nThe files are kept in {}: try `shmlock inspect {}`.",
-            dir.display(),
-            data.display()
-        );
+    ))?;
+    Ok(())
+}
+
+/// Part two: a pinned reader holds back reclamation; its death releases it.
+fn what_readers_read(story: &mut Story, exe: &Path) -> Result<(), Failure> {
+    let shm = story.target.lock.clone();
+    story.step("Snapshots: this demo process becomes the writer and publishes version 1")?;
+    let lock = ShmLock::open(&shm)?;
+    story.say(&format!(
+        "demo     pid {:<7} opened the lock file: {} (member {})",
+        std::process::id(),
+        open_state_words(lock.open_state()),
+        lock.member_index()
+    ))?;
+    let writer = lock.try_claim_writer()?;
+    writer.publish(1)?;
+    story.say(&format!(
+        "writer   generation {}; publish(1): readers that attach now pin version 1",
+        writer.generation()
+    ))?;
+
+    story.step("A reader pins version 1; the writer publishes 2 and 3 and wants to reclaim 1")?;
+    let mut pinner = story.spawn(exe, "reader")?;
+    pinner.ok("attach");
+    story.say(&format!(
+        "reader   pid {:<7} attached while version 1 was the latest: it pins 1",
+        pinner.pid
+    ))?;
+    writer.publish(2)?;
+    writer.publish(3)?;
+    let mut later = story.spawn(exe, "reader")?;
+    later.ok("attach");
+    story.say(&format!(
+        "reader   pid {:<7} attached after publish(3): it pins 3",
+        later.pid
+    ))?;
+    let short = Duration::from_millis(100);
+    match writer.wait_readers_past(2, short) {
+        Err(e @ shmlock::Error::Timeout { .. }) => {
+            let held = story.paint.yellow(&format!(
+                "wait_readers_past(2, {}): {}",
+                render::age(short),
+                operator_message(&e)
+            ));
+            story.say(&held)?;
+            story.say("so the pages only version 1 reads cannot be reused yet")?;
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {
+            return Err("version 1 was reported free while a reader pins it"
+                .to_string()
+                .into())
+        }
     }
+    story.show("a pinned reader holds back reclamation")?;
+
+    story.step(&format!(
+        "CRASH: SIGKILL the reader pinning version 1 (pid {}) while the writer waits",
+        pinner.pid
+    ))?;
+    let (result, returned_at, killed_at) = std::thread::scope(|scope| -> Result<_, Failure> {
+        let waiter = scope.spawn(|| {
+            let result = writer.wait_readers_past(2, Duration::from_secs(10));
+            (result, boottime_ns())
+        });
+        // Kill only once the writer is asleep, so its wait has really been held back.
+        let asleep = wait_for_page(&shm, "the writer's wait", |s| s.waiting_for_readers > 0);
+        let killed_at = boottime_ns();
+        pinner.kill();
+        let (result, returned_at) = waiter.join().expect("the waiting thread does not panic");
+        asleep?;
+        Ok((result, returned_at, killed_at))
+    })?;
+    result?;
+    let freed = story.paint.yellow(&format!(
+        "wait_readers_past(2, 10 s) returned {} after the SIGKILL, and nobody called reap",
+        render::age(Duration::from_nanos(returned_at.saturating_sub(killed_at)))
+    ));
+    story.say(&freed)?;
+    story.say("(a dead process's pins never count: its kernel lock went with it)")?;
+    story.say(&format!(
+        "oldest_pinned(): {}",
+        lock.oldest_pinned()
+            .map_or("no pins".to_string(), |v| format!("version {v}"))
+    ))?;
+    story.show("the dead reader's pin no longer counts")?;
+
+    story.step("The writer releases, the last reader detaches and closes")?;
+    writer.release()?;
+    later.ok("detach");
+    later.ok("close");
+    let published = lock.published();
+    drop(lock);
+    let last = story.show("at the end")?;
+    story.say(&format!(
+        "generation {} and published version {published} stay in the file, across crashes and reopens",
+        last.generation
+    ))?;
     Ok(())
 }

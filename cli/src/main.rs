@@ -1,15 +1,27 @@
 //! `shmlock`: inspect, watch, reap and demonstrate shmlock lock files.
 //!
 //! Exit codes: 0 success, 1 an error (printed as a sentence naming the path), 2 a usage
-//! error (clap's). Output goes to stdout, errors to stderr; colour only on a terminal and
-//! never with `NO_COLOR` set.
+//! error (clap's). Output goes to stdout, errors to stderr; `--color auto` (the default)
+//! colours only on a terminal and never with `NO_COLOR` set.
+//!
+//! A closed output pipe (`shmlock demo | head -1`) ends the command quietly with status 0:
+//! the reader asked for no more, which is not a failure of ours (the Rust runtime ignores
+//! SIGPIPE, so every write returns `EPIPE` and no write may panic: all output goes through
+//! `write!` and `?`, never `print!`). Any other output error (`> /dev/full`) is one
+//! sentence on stderr and status 1.
+//!
+//! `shmlock agent PATH` is an internal, scriptable process for the demo and the tests. It
+//! is dispatched before the command line is parsed, so it appears nowhere: not in
+//! `--help`, not in `help`, not in clap's "a similar subcommand exists" tips.
 
 mod agent;
 mod demo;
 mod driver;
+mod errors;
 mod json;
 mod reap;
 mod render;
+mod term;
 mod watch;
 
 use std::io::{self, Read, Write};
@@ -19,7 +31,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use render::Paint;
+use render::{ColorChoice, Paint};
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +39,16 @@ use render::Paint;
     version,
     about = "Inspect, watch, reap and demonstrate shmlock lock files (<data>-shm)",
     after_help = "PATH is a lock file (app.db-shm) or the data file beside it (app.db).\n\
-                  Exit status: 0 ok, 1 error, 2 usage error. Colour only on a terminal; NO_COLOR turns it off.\n\n\
+                  Exit status: 0 ok (also when a pipe reader such as `head` stops early), 1 error, 2 usage error.\n\
+                  Colour: --color auto (default) colours only on a terminal, and not with NO_COLOR set.\n\n\
                   Examples:\n  shmlock demo\n  shmlock inspect app.db\n  shmlock inspect --json app.db-shm\n  \
-                  shmlock watch app.db --interval 200\n  shmlock reap app.db"
+                  shmlock watch app.db --interval 200\n  shmlock reap --json app.db"
 )]
 struct Cli {
+    /// When to colour the output: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,8 +64,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the inspect view refreshed in place, highlighting takeovers and members coming
-    /// and going (Ctrl-C quits). Not on a terminal: one snapshot per interval, appended.
+    /// Show the inspect view refreshed in place, fitted to the terminal, highlighting what
+    /// changed (q or Ctrl-C quits). Not on a terminal: one snapshot per interval, appended.
     Watch {
         /// The lock file, or the data file beside it.
         path: PathBuf,
@@ -66,17 +83,18 @@ enum Command {
     Reap {
         /// The lock file, or the data file beside it.
         path: PathBuf,
+        /// Print one JSON object (schema in README.md) instead of sentences.
+        #[arg(long)]
+        json: bool,
     },
-    /// Run a multi-process demonstration: a writer, three readers, a crash, a takeover.
+    /// Run a multi-process demonstration: a writer, readers, a crash and a takeover, and a
+    /// reader that holds back reclamation until it dies.
     Demo {
         /// Directory for the demo's files, kept afterwards (default: a fresh temporary
         /// directory, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// A scriptable process for tests and the demo (commands on stdin).
-    #[command(hide = true)]
-    Agent { path: PathBuf },
 }
 
 /// Why a command failed.
@@ -102,7 +120,7 @@ impl From<String> for Failure {
 
 impl From<shmlock::Error> for Failure {
     fn from(e: shmlock::Error) -> Failure {
-        Failure::Message(e.to_string())
+        Failure::Message(errors::operator_message(&e))
     }
 }
 
@@ -117,25 +135,27 @@ pub struct Target {
     pub data: Option<PathBuf>,
 }
 
-/// Whether the file at `path` starts like a shmlock page (ours, in any state or version).
-fn carries_our_magic(path: &Path) -> bool {
+/// Whether the file at `path` starts like a shmlock page (ours, in any state or version);
+/// `None` when it cannot be read (the command itself then reports why).
+fn carries_our_magic(path: &Path) -> Option<bool> {
     let mut prefix = Vec::with_capacity(64);
-    let read = std::fs::File::open(path).and_then(|f| f.take(64).read_to_end(&mut prefix));
-    match read {
-        Ok(_) => !matches!(
-            shmlock::page::classify_prefix(&prefix),
-            Err(shmlock::page::Invalid::NotOurs)
-        ),
-        // Unreadable: let the command itself report why.
-        Err(_) => true,
-    }
+    let file = std::fs::File::open(path).ok()?;
+    file.take(64).read_to_end(&mut prefix).ok()?;
+    Some(!matches!(
+        shmlock::page::classify_prefix(&prefix),
+        Err(shmlock::page::Invalid::NotOurs)
+    ))
 }
 
-/// Find the lock file for a path the user gave:
-/// - a name ending in `-shm` is the lock file;
+/// Find the lock file for a path the user gave, by the library's own rule for what is a
+/// lock file (`ShmLock::provision` refuses such a path as a data path):
+/// - a name ending in `-shm` is a lock file;
+/// - so is a regular file that carries the shmlock magic, whatever its name;
 /// - else, when `<path>-shm` exists, that is it (the user named the data file);
-/// - else a file that carries the shmlock magic is a lock file with another name;
-/// - else it is a data file whose lock file does not exist yet.
+/// - else a regular file is a data file whose lock file does not exist yet.
+///
+/// So a lock file is never taken for a data file (`app.db-shm` never means
+/// `app.db-shm-shm`), and the CLI and the library agree on every path.
 fn resolve(given: &Path) -> Result<Target, Failure> {
     let direct = Target {
         given: given.to_path_buf(),
@@ -143,6 +163,10 @@ fn resolve(given: &Path) -> Result<Target, Failure> {
         data: None,
     };
     if given.as_os_str().as_bytes().ends_with(b"-shm") {
+        return Ok(direct);
+    }
+    let meta = std::fs::symlink_metadata(given);
+    if matches!(&meta, Ok(m) if m.is_file()) && carries_our_magic(given) == Some(true) {
         return Ok(direct);
     }
     let shm = shmlock::shm_path_for(given);
@@ -154,13 +178,13 @@ fn resolve(given: &Path) -> Result<Target, Failure> {
     if std::fs::symlink_metadata(&shm).is_ok() {
         return Ok(beside);
     }
-    match std::fs::symlink_metadata(given) {
+    match meta {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::Message(format!(
             "{}: no such file, and no lock file {} beside it; check the path",
             given.display(),
             shm.display()
         ))),
-        Ok(meta) if meta.is_file() && !carries_our_magic(given) => Ok(beside),
+        Ok(meta) if meta.is_file() && carries_our_magic(given).is_some() => Ok(beside),
         // Directories, symlinks, unreadable files: the library says what is wrong.
         _ => Ok(direct),
     }
@@ -185,14 +209,6 @@ fn no_lock_file(target: &Target) -> Failure {
 pub fn sample(target: &Target) -> Result<Option<shmlock::Snapshot>, Failure> {
     match shmlock::inspect(&target.lock) {
         Ok(s) => Ok(s),
-        Err(shmlock::Error::Io { path, source, .. })
-            if source.kind() == io::ErrorKind::PermissionDenied =>
-        {
-            Err(Failure::Message(format!(
-                "{}: permission denied: run shmlock as a user who can read it",
-                path.display()
-            )))
-        }
         Err(e) => Err(e.into()),
     }
 }
@@ -205,14 +221,25 @@ fn inspect(target: &Target, as_json: bool) -> Result<(), Failure> {
         serde_json::to_writer_pretty(&mut out, &object).map_err(io::Error::from)?;
         writeln!(out)?;
     } else {
-        out.write_all(render::view_text(target, &snapshot, &Paint::stdout()).as_bytes())?;
+        let text = render::view_text(target, &snapshot, &Paint::stdout());
+        out.write_all(text.as_bytes())?;
     }
     out.flush()?;
     Ok(())
 }
 
 fn main() -> ExitCode {
+    // The internal agent, before clap knows of it (see the module docs).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "agent") {
+        let Some(path) = args.next() else {
+            let _ = writeln!(io::stderr(), "shmlock: agent needs a lock file path");
+            return ExitCode::from(2);
+        };
+        return ExitCode::from(agent::run(PathBuf::from(path)) as u8);
+    }
     let cli = Cli::parse();
+    render::set_color_choice(cli.color);
     let result = match cli.command {
         Command::Inspect { path, json } => resolve(&path).and_then(|t| inspect(&t, json)),
         Command::Watch {
@@ -221,19 +248,31 @@ fn main() -> ExitCode {
             count,
         } => resolve(&path)
             .and_then(|t| watch::run(&t, std::time::Duration::from_millis(interval), count)),
-        Command::Reap { path } => resolve(&path).and_then(|t| reap::run(&t)),
+        Command::Reap { path, json } => resolve(&path).and_then(|t| reap::run(&t, json)),
         Command::Demo { dir } => demo::run(dir),
-        Command::Agent { path } => return ExitCode::from(agent::run(path) as u8),
     };
     let message = match result {
         Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             return ExitCode::SUCCESS
         }
-        Err(Failure::Output(e)) => format!("cannot write the output: {e}"),
+        Err(Failure::Output(e)) => format!("cannot write the output: {}", output_cause(&e)),
         Err(Failure::Message(m)) => m,
     };
     let paint = Paint::stderr();
     let _ = writeln!(io::stderr(), "{} {message}", paint.red("shmlock:"));
     ExitCode::from(1)
+}
+
+/// Why our output could not be written, in words ("no space left on device").
+fn output_cause(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text
+        .find(" (os error")
+        .map_or(text.as_str(), |at| &text[..at]);
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
 }

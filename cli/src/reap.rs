@@ -1,4 +1,5 @@
-//! `shmlock reap PATH`: clear dead members (and a dead writer), and say what was cleared.
+//! `shmlock reap PATH [--json]`: clear dead members (and a dead writer), and say what was
+//! cleared (as sentences, or one JSON object).
 //!
 //! Opening the file may itself clear dead state (an opener that finds itself alone
 //! recovers the page; registering in a dead member's entry reaps it), so what was cleared
@@ -10,6 +11,7 @@ use std::io::Write;
 
 use shmlock::{OpenState, Options, ShmLock, Snapshot};
 
+use crate::json;
 use crate::render::{count, Paint};
 use crate::{sample, Failure, Target};
 
@@ -20,7 +22,7 @@ struct Cleared {
     owned_generation: Option<u64>,
 }
 
-pub fn run(target: &Target) -> Result<(), Failure> {
+pub fn run(target: &Target, as_json: bool) -> Result<(), Failure> {
     // Read-only first: a missing, empty or damaged file is reported, never created or
     // rewritten by a reap.
     let before = sample(target)?.ok_or_else(|| crate::no_lock_file(target))?;
@@ -58,10 +60,27 @@ pub fn run(target: &Target) -> Result<(), Failure> {
         }
     }
 
-    let paint = Paint::stdout();
+    let healed = lock.open_state() == OpenState::HealedCorruptHeader;
     let mut out = std::io::stdout().lock();
+    if as_json {
+        let cleared = cleared
+            .into_iter()
+            .map(|(index, c)| json::Cleared {
+                index,
+                pid: c.pid,
+                readers: c.readers,
+                owned_generation: c.owned_generation,
+            })
+            .collect();
+        let object = json::Reap::new(target, healed, cleared, &after);
+        serde_json::to_writer_pretty(&mut out, &object).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let paint = Paint::stdout();
     let path = target.lock.display();
-    if lock.open_state() == OpenState::HealedCorruptHeader {
+    if healed {
         writeln!(
             out,
             "{path}: the page was damaged and has been rewritten (generations restarted from the clock)"

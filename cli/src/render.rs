@@ -1,16 +1,39 @@
 //! Human output: the inspect view (a key/value header and an aligned member table with
-//! relative ages), and the colour policy shared by every command.
+//! relative ages), the colour policy shared by every command, and fitting lines to a
+//! terminal's width.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use shmlock::{MemberInfo, PageOrigin, Snapshot};
 
 use crate::Target;
 
-/// Whether to colour, decided once per stream: only on a terminal, and never when
-/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+/// `--color`: when to colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set to a non-empty value.
+    #[default]
+    Auto,
+    /// Always, even into a pipe or a file, and even with `NO_COLOR` set (the command line
+    /// wins over the environment).
+    Always,
+    /// Never.
+    Never,
+}
+
+static COLOR_CHOICE: OnceLock<ColorChoice> = OnceLock::new();
+
+/// Record the user's `--color` (once, before anything is printed).
+pub fn set_color_choice(choice: ColorChoice) {
+    let _ = COLOR_CHOICE.set(choice);
+}
+
+/// Whether to colour, decided once per stream from `--color`: with `auto` (the default)
+/// only on a terminal, and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
 #[derive(Clone, Copy, Debug)]
 pub struct Paint {
     on: bool,
@@ -19,10 +42,15 @@ pub struct Paint {
 impl Paint {
     /// The policy for a stream that is (or is not) a terminal.
     pub fn new(is_terminal: bool) -> Paint {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Paint {
-            on: is_terminal && !no_color,
-        }
+        let on = match COLOR_CHOICE.get().copied().unwrap_or_default() {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                is_terminal && !no_color
+            }
+        };
+        Paint { on }
     }
 
     /// The policy for standard output.
@@ -63,6 +91,64 @@ impl Paint {
     pub fn changed(&self, text: &str) -> String {
         self.sgr("1;7;33", text)
     }
+}
+
+/// The columns `text` takes on a terminal: every character but escape sequences
+/// (`ESC [ … letter`) counts one.
+pub fn visible_width(text: &str) -> usize {
+    let mut width = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            skip_escape(&mut chars);
+        } else {
+            width += 1;
+        }
+    }
+    width
+}
+
+fn skip_escape(chars: &mut std::str::Chars<'_>) {
+    if chars.next() == Some('[') {
+        for c in chars.by_ref() {
+            if c.is_ascii_alphabetic() {
+                break;
+            }
+        }
+    }
+}
+
+/// `text` cut to at most `width` visible columns, ending in `…` when cut; escape sequences
+/// are kept whole and a cut coloured line ends with a reset.
+pub fn elide(text: &str, width: usize) -> String {
+    if visible_width(text) <= width {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    let mut coloured = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            let rest = chars.as_str();
+            skip_escape(&mut chars);
+            out.push('\x1b');
+            out.push_str(&rest[..rest.len() - chars.as_str().len()]);
+            coloured = true;
+        } else if used + 1 < width {
+            out.push(c);
+            used += 1;
+        } else {
+            break;
+        }
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    if coloured {
+        out.push_str("\x1b[0m");
+    }
+    out
 }
 
 /// A duration for people: "85 µs", "120 ms", "1.5 s", "42 s", "3 min 20 s", "2 h 5 min",
@@ -110,12 +196,28 @@ pub fn count(n: impl Into<u64>, thing: &str) -> String {
 pub struct Highlights {
     /// The writer line (claim, release, takeover, death).
     pub writer: bool,
+    /// The published version.
+    pub published: bool,
+    /// The oldest pin.
+    pub oldest: bool,
     /// The total reader count.
     pub readers: bool,
-    /// The waiting-claimant count.
+    /// The waiting counts.
     pub waiting: bool,
     /// Member rows, by (index, token).
     pub members: HashSet<(usize, u32)>,
+}
+
+impl Highlights {
+    /// Everything `other` highlights, added to this.
+    pub fn absorb(&mut self, other: &Highlights) {
+        self.writer |= other.writer;
+        self.published |= other.published;
+        self.oldest |= other.oldest;
+        self.readers |= other.readers;
+        self.waiting |= other.waiting;
+        self.members.extend(other.members.iter().copied());
+    }
 }
 
 /// Left or right alignment of a table column.
@@ -125,10 +227,43 @@ enum Align {
     Right,
 }
 
+/// One table column. `drop` orders what goes first when the table is wider than the
+/// terminal (higher goes first; 0 never goes); a `wide` column is shown only when a width
+/// is known and leaves room for it.
+struct Column {
+    title: &'static str,
+    align: Align,
+    drop: u8,
+    wide: bool,
+}
+
+const fn column(title: &'static str, align: Align, drop: u8, wide: bool) -> Column {
+    Column {
+        title,
+        align,
+        drop,
+        wide,
+    }
+}
+
+/// The member table's columns, in order.
+const MEMBER_COLUMNS: [Column; 10] = [
+    column("MEMBER", Align::Right, 0, false),
+    column("PID", Align::Right, 0, false),
+    column("STATE", Align::Left, 0, false),
+    column("READERS", Align::Right, 0, false),
+    column("OLDEST PIN", Align::Right, 1, false),
+    column("HEARTBEAT", Align::Right, 3, false),
+    column("LEASE", Align::Right, 4, false),
+    column("PROCESS STARTED", Align::Right, 5, false),
+    column("TOKEN", Align::Right, 6, true),
+    column("NOTE", Align::Left, 2, false),
+];
+
 /// Pads cells to column widths computed from their plain text, then colours them: escape
 /// codes never disturb the alignment.
 struct Table {
-    columns: Vec<(&'static str, Align)>,
+    columns: &'static [Column],
     rows: Vec<Vec<(String, Style)>>,
 }
 
@@ -141,42 +276,65 @@ enum Style {
 }
 
 impl Table {
-    fn render(&self, paint: &Paint, indent: &str) -> Vec<String> {
+    /// The header line and one line per row. With a `width`, columns are dropped (in
+    /// their `drop` order) until the table fits, and `wide` ones shown only if they fit.
+    fn render(&self, paint: &Paint, width: Option<usize>) -> Vec<String> {
         let mut widths: Vec<usize> = self
             .columns
             .iter()
-            .map(|(h, _)| h.chars().count())
+            .map(|c| c.title.chars().count())
             .collect();
         for row in &self.rows {
             for (w, (text, _)) in widths.iter_mut().zip(row) {
                 *w = (*w).max(text.chars().count());
             }
         }
+        let mut shown: Vec<bool> = self
+            .columns
+            .iter()
+            .map(|c| !c.wide || width.is_some())
+            .collect();
+        let total = |shown: &[bool]| -> usize {
+            let (sum, n) = widths
+                .iter()
+                .zip(shown)
+                .filter(|(_, s)| **s)
+                .fold((0usize, 0usize), |(sum, n), (w, _)| (sum + w, n + 1));
+            sum + 2 * n.saturating_sub(1)
+        };
+        if let Some(limit) = width {
+            while total(&shown) > limit {
+                let victim = (0..self.columns.len())
+                    .filter(|&i| shown[i] && self.columns[i].drop > 0)
+                    .max_by_key(|&i| self.columns[i].drop);
+                match victim {
+                    Some(i) => shown[i] = false,
+                    None => break,
+                }
+            }
+        }
+        let last = (0..self.columns.len()).rfind(|&i| shown[i]).unwrap_or(0);
         let pad = |text: &str, width: usize, align: Align| match align {
             Align::Left => format!("{text:<width$}"),
             Align::Right => format!("{text:>width$}"),
         };
-        let last = self.columns.len() - 1;
         let mut lines = Vec::new();
         let header: Vec<String> = self
             .columns
             .iter()
-            .zip(&widths)
             .enumerate()
-            .map(|(i, ((h, a), &w))| pad(h, if i == last { 0 } else { w }, *a))
+            .filter(|(i, _)| shown[*i])
+            .map(|(i, c)| pad(c.title, if i == last { 0 } else { widths[i] }, c.align))
             .collect();
-        lines.push(format!(
-            "{indent}{}",
-            paint.bold(header.join("  ").trim_end())
-        ));
+        lines.push(paint.bold(header.join("  ").trim_end()));
         for row in &self.rows {
             let cells: Vec<String> = row
                 .iter()
-                .zip(&self.columns)
-                .zip(&widths)
                 .enumerate()
-                .map(|(i, (((text, style), (_, align)), &w))| {
-                    let padded = pad(text, if i == last { 0 } else { w }, *align);
+                .filter(|(i, _)| shown[*i])
+                .map(|(i, (text, style))| {
+                    let w = if i == last { 0 } else { widths[i] };
+                    let padded = pad(text, w, self.columns[i].align);
                     // Colour the text, not the padding, so highlights hug the words.
                     let start = padded.len() - padded.trim_start().len();
                     let (lead, rest) = padded.split_at(start);
@@ -191,7 +349,7 @@ impl Table {
                     format!("{lead}{body}{tail}")
                 })
                 .collect();
-            lines.push(format!("{indent}{}", cells.join("  ").trim_end()));
+            lines.push(cells.join("  ").trim_end().to_string());
         }
         lines
     }
@@ -207,6 +365,7 @@ fn member_row(s: &Snapshot, m: &MemberInfo, changed: bool) -> Vec<(String, Style
         (false, true) if m.is_self => "this process".to_string(),
         (false, true) => String::new(),
     };
+    let dash = || "-".to_string();
     vec![
         (m.index.to_string(), or(Style::Plain)),
         (m.pid.to_string(), or(Style::Plain)),
@@ -217,10 +376,17 @@ fn member_row(s: &Snapshot, m: &MemberInfo, changed: bool) -> Vec<(String, Style
         },
         (m.readers.to_string(), or(Style::Plain)),
         (
-            m.oldest_pin.map_or("-".to_string(), |v| v.to_string()),
+            m.oldest_pin.map_or_else(dash, |v| v.to_string()),
+            or(Style::Plain),
+        ),
+        (
+            m.heartbeat_age
+                .map_or_else(dash, |a| format!("{} ago", age(a))),
             Style::Plain,
         ),
+        (m.declared_lease.map_or_else(dash, age), Style::Plain),
         (format!("{} ago", age_secs(m.process_age)), Style::Plain),
+        (m.token.to_string(), Style::Plain),
         (
             note,
             if m.alive {
@@ -232,10 +398,72 @@ fn member_row(s: &Snapshot, m: &MemberInfo, changed: bool) -> Vec<(String, Style
     ]
 }
 
-/// The inspect view: lock file, format, writer, counts, then the member table. Lines
-/// without a trailing newline (so `watch` can clear each to the end of the line).
-pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Vec<String> {
-    let mut out = Vec::new();
+/// How to draw the view.
+#[derive(Debug, Default)]
+pub struct ViewOptions {
+    /// The terminal's width, when known: the table drops columns to fit (lines longer
+    /// than that are the caller's to cut).
+    pub width: Option<usize>,
+    /// Say "or run: shmlock reap PATH" under dead members (not when the file is about to
+    /// be deleted, as in the demo's temporary directory).
+    pub reap_hint: bool,
+    /// What just changed.
+    pub highlights: Highlights,
+}
+
+/// A line of the header or footer, with the order in which `watch` drops it when the
+/// terminal is too short: higher goes first, 0 never goes.
+pub type Ranked = (u8, String);
+
+/// The inspect view in parts, so `watch` can fit it to a terminal.
+pub struct View {
+    /// Lock file, format, writer, snapshots, counts.
+    pub head: Vec<Ranked>,
+    /// The member table: its header line, then one line per member (empty: no members).
+    pub table: Vec<String>,
+    /// Under the table: what to do about dead members.
+    pub foot: Vec<Ranked>,
+}
+
+impl View {
+    /// Every line, in order.
+    pub fn lines(self) -> Vec<String> {
+        let mut out: Vec<String> = self.head.into_iter().map(|(_, l)| l).collect();
+        out.extend(self.table);
+        out.extend(self.foot.into_iter().map(|(_, l)| l));
+        out
+    }
+}
+
+/// Drop ranks of the header lines (`watch` drops the highest first).
+pub mod rank {
+    pub const KEEP: u8 = 0;
+    pub const READERS: u8 = 1;
+    pub const COUNTS: u8 = 2;
+    pub const LOCK_FILE: u8 = 3;
+    pub const FORMAT: u8 = 4;
+    pub const TAKEOVERS: u8 = 5;
+    pub const SPACER: u8 = 6;
+}
+
+/// The writer's second line: heartbeat age and the lease it declared, side by side.
+fn heartbeat_and_lease(o: &shmlock::OwnerInfo) -> String {
+    let heartbeat = match o.heartbeat_age {
+        Some(a) => format!("heartbeat {} ago", age(a)),
+        None => "no heartbeat since its claim".to_string(),
+    };
+    let lease = match o.lease {
+        Some(l) => format!("declared lease {}", age(l)),
+        None => "no lease".to_string(),
+    };
+    format!("{heartbeat}; {lease}")
+}
+
+/// The inspect view: lock file, format, writer, snapshots, counts, then the member table.
+/// Lines without a trailing newline (so `watch` can clear each to the end of the line).
+pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) -> View {
+    let hl = &opts.highlights;
+    let mut head: Vec<Ranked> = Vec::new();
     let key = |k: &str| paint.bold(&format!("{k:<11}"));
     let lit = |on: bool, text: String| if on { paint.changed(&text) } else { text };
 
@@ -243,7 +471,7 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
     if let Some(data) = &target.data {
         file.push_str(&format!("  (lock file of {})", data.display()));
     }
-    out.push(format!("{} {file}", key("lock file")));
+    head.push((rank::LOCK_FILE, format!("{} {file}", key("lock file"))));
 
     let created = SystemTime::now()
         .duration_since(s.created_at)
@@ -262,28 +490,34 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
             s.supported_version
         ));
     }
-    out.push(format!("{} {format}", key("format")));
+    head.push((rank::FORMAT, format!("{} {format}", key("format"))));
 
     match &s.owner {
-        None => out.push(format!(
-            "{} {}",
-            key("writer"),
-            lit(
-                hl.writer,
-                format!("none (last generation {})", s.generation)
-            )
+        None => head.push((
+            rank::KEEP,
+            format!(
+                "{} {}",
+                key("writer"),
+                lit(
+                    hl.writer,
+                    format!("none (last generation {})", s.generation)
+                )
+            ),
         )),
-        Some(o) if o.index.is_none() => out.push(format!("{} {}", key("writer"), {
-            let text = format!(
-                "damaged owner word (generation {}): the next claim takes over",
-                o.generation
-            );
-            if hl.writer {
-                paint.changed(&text)
-            } else {
-                paint.red(&text)
-            }
-        })),
+        Some(o) if o.index.is_none() => head.push((
+            rank::KEEP,
+            format!("{} {}", key("writer"), {
+                let text = format!(
+                    "damaged owner word (generation {}): the next claim takes over",
+                    o.generation
+                );
+                if hl.writer {
+                    paint.changed(&text)
+                } else {
+                    paint.red(&text)
+                }
+            }),
+        )),
         Some(o) => {
             // No colour inside a highlight: its reset would end the highlight.
             let state = match (o.alive, hl.writer) {
@@ -292,87 +526,132 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, hl: &Highlights) -> Ve
                 (true, false) => paint.green("alive"),
                 (false, false) => paint.red("DEAD"),
             };
-            let head = format!(
+            let first = format!(
                 "pid {} (member {}), {state}, generation {}",
                 o.pid,
                 o.index.unwrap_or_default(),
                 o.generation
             );
-            out.push(format!("{} {}", key("writer"), lit(hl.writer, head)));
-            let mut detail = match o.heartbeat_age {
-                Some(a) => format!("heartbeat {} ago", age(a)),
-                None => "no heartbeat since its claim".to_string(),
-            };
+            head.push((
+                rank::KEEP,
+                format!("{} {}", key("writer"), lit(hl.writer, first)),
+            ));
+            let mut detail = heartbeat_and_lease(o);
             if !o.alive {
                 detail.push_str(&paint.red("; the next claim takes over"));
             }
-            out.push(format!("{} {detail}", key("")));
+            head.push((rank::KEEP, format!("{} {detail}", key(""))));
         }
     }
-    out.push(format!("{} {}", key("takeovers"), s.takeovers));
-    out.push(format!(
-        "{} {}",
-        key("waiting"),
-        lit(hl.waiting, count(s.waiting_claimants, "claimant"))
+    let oldest = match s.oldest_pinned {
+        Some(v) => format!("oldest pin {v}"),
+        None => "no pins".to_string(),
+    };
+    head.push((
+        rank::KEEP,
+        format!(
+            "{} published {}; {}",
+            key("snapshots"),
+            lit(hl.published, s.published.to_string()),
+            lit(hl.oldest, oldest)
+        ),
+    ));
+    head.push((
+        rank::TAKEOVERS,
+        format!("{} {}", key("takeovers"), s.takeovers),
+    ));
+    head.push((
+        rank::COUNTS,
+        format!(
+            "{} {}",
+            key("waiting"),
+            lit(
+                hl.waiting,
+                format!(
+                    "{}, {} for a publish, {} for readers",
+                    count(s.waiting_claimants, "claimant"),
+                    s.waiting_for_publish,
+                    s.waiting_for_readers
+                )
+            )
+        ),
     ));
     let live = s.live_members().count();
     let dead = s.dead_members().count();
-    out.push(format!(
-        "{} {} across {}",
-        key("readers"),
-        lit(hl.readers, s.reader_count.to_string()),
-        count(live as u64, "live member")
+    head.push((
+        rank::READERS,
+        format!(
+            "{} {} across {}",
+            key("readers"),
+            lit(hl.readers, s.reader_count.to_string()),
+            count(live as u64, "live member")
+        ),
     ));
     if s.members.is_empty() {
-        out.push(format!("{} none (no process has it open)", key("members")));
-        return out;
+        head.push((
+            rank::COUNTS,
+            format!("{} none (no process has it open)", key("members")),
+        ));
+        return View {
+            head,
+            table: Vec::new(),
+            foot: Vec::new(),
+        };
     }
     let dead_text = if dead == 0 {
         "0 dead".to_string()
     } else {
         paint.red(&format!("{dead} dead"))
     };
-    out.push(format!(
-        "{} {} registered: {live} alive, {dead_text}",
-        key("members"),
-        s.members.len()
+    head.push((
+        rank::COUNTS,
+        format!(
+            "{} {} registered: {live} alive, {dead_text}",
+            key("members"),
+            s.members.len()
+        ),
     ));
-    out.push(String::new());
+    head.push((rank::SPACER, String::new()));
     let table = Table {
-        columns: vec![
-            ("MEMBER", Align::Right),
-            ("PID", Align::Right),
-            ("STATE", Align::Left),
-            ("READERS", Align::Right),
-            ("OLDEST PIN", Align::Right),
-            ("PROCESS STARTED", Align::Right),
-            ("NOTE", Align::Left),
-        ],
+        columns: &MEMBER_COLUMNS,
         rows: s
             .members
             .iter()
             .map(|m| member_row(s, m, hl.members.contains(&(m.index, m.token))))
             .collect(),
-    };
-    out.extend(table.render(paint, ""));
+    }
+    .render(paint, opts.width);
+    let mut foot = Vec::new();
     if dead > 0 {
-        out.push(String::new());
+        foot.push((rank::SPACER, String::new()));
         let (members_wait, them) = if dead == 1 {
             ("member waits", "it")
         } else {
             ("members wait", "them")
         };
-        out.push(format!(
-            "{dead} dead {members_wait} to be reaped (any new opener clears {them}), or run:"
-        ));
-        out.push(format!("  shmlock reap {}", target.given.display()));
+        let mut text =
+            format!("{dead} dead {members_wait} to be reaped (any new opener clears {them})");
+        if opts.reap_hint {
+            text.push_str(", or run:");
+            foot.push((rank::COUNTS, text));
+            foot.push((
+                rank::COUNTS,
+                format!("  shmlock reap {}", target.given.display()),
+            ));
+        } else {
+            foot.push((rank::COUNTS, text));
+        }
     }
-    out
+    View { head, table, foot }
 }
 
-/// The view as one string with newlines.
+/// The view as one string with newlines (for `inspect`): every column, the reap hint.
 pub fn view_text(target: &Target, s: &Snapshot, paint: &Paint) -> String {
-    let mut text = view(target, s, paint, &Highlights::default()).join("\n");
+    let opts = ViewOptions {
+        reap_hint: true,
+        ..ViewOptions::default()
+    };
+    let mut text = view(target, s, paint, &opts).lines().join("\n");
     text.push('\n');
     text
 }
@@ -409,5 +688,48 @@ mod tests {
     fn colour_only_when_asked() {
         assert_eq!(Paint { on: false }.red("x"), "x");
         assert_eq!(Paint { on: true }.red("x"), "\x1b[1;31mx\x1b[0m");
+    }
+
+    #[test]
+    fn elide_counts_columns_not_escape_codes() {
+        let red = Paint { on: true }.red("abcdef");
+        assert_eq!(visible_width(&red), 6);
+        assert_eq!(elide(&red, 6), red);
+        let cut = elide(&red, 4);
+        assert_eq!(visible_width(&cut), 4);
+        assert_eq!(cut, "\x1b[1;31mabc…\x1b[0m");
+        assert_eq!(elide("µs and more", 3), "µs…");
+    }
+
+    #[test]
+    fn a_narrow_table_drops_the_least_useful_columns_first() {
+        let table = Table {
+            columns: &MEMBER_COLUMNS,
+            rows: vec![vec![
+                ("0".into(), Style::Plain),
+                ("12345".into(), Style::Plain),
+                ("alive".into(), Style::Plain),
+                ("1".into(), Style::Plain),
+                ("7".into(), Style::Plain),
+                ("3 ms ago".into(), Style::Plain),
+                ("3 s".into(), Style::Plain),
+                ("<1 s ago".into(), Style::Plain),
+                ("513".into(), Style::Plain),
+                ("writer".into(), Style::Plain),
+            ]],
+        };
+        let paint = Paint { on: false };
+        let wide = table.render(&paint, Some(200));
+        assert!(wide[0].contains("TOKEN"), "{wide:?}");
+        let piped = table.render(&paint, None);
+        assert!(!piped[0].contains("TOKEN") && piped[0].contains("LEASE"));
+        let narrow = table.render(&paint, Some(58));
+        assert_eq!(
+            narrow[0].split("  ").filter(|c| !c.is_empty()).count(),
+            6,
+            "{narrow:?}"
+        );
+        assert!(narrow.iter().all(|l| visible_width(l) <= 58), "{narrow:?}");
+        assert!(narrow[0].contains("OLDEST PIN") && narrow[0].ends_with("NOTE"));
     }
 }

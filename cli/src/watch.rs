@@ -1,19 +1,26 @@
 //! `shmlock watch PATH`: the inspect view, sampled every interval.
 //!
-//! On a terminal it redraws in place on the alternate screen (like `top`), highlights what
-//! changed and keeps a short log of events (claims, takeovers, deaths, members coming and
-//! going); Ctrl-C (or SIGTERM/SIGHUP) restores the terminal and exits 0. Elsewhere (a pipe,
-//! a file) it appends one snapshot per interval, events first, with no escape codes.
+//! On a terminal it redraws in place on the alternate screen (like `top`), fitted to the
+//! terminal's size (it asks again every frame, so resizing works): columns the width has
+//! no room for are dropped and long lines cut with `…`; when the height is short, spacing,
+//! the less useful lines, old events and then member rows ("… N more") go, so nothing ever
+//! wraps or scrolls. It highlights what changed (writer, published version, oldest pin,
+//! counts, member rows) and keeps a log of events, oldest first, newest at the bottom.
+//! `q` (read from the terminal without Enter), Ctrl-C, SIGTERM or SIGHUP restore the
+//! terminal and exit 0. Elsewhere (a pipe, a file) it appends one snapshot per interval,
+//! events first, with no escape codes.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use shmlock::Snapshot;
 
-use crate::render::{self, count, Highlights, Paint};
+use crate::render::{self, count, rank, Highlights, Paint, Ranked, View, ViewOptions};
+use crate::term::{self, Keys};
 use crate::{Failure, Target};
 
 /// Set by the signal handler; the loop checks it between naps.
@@ -53,11 +60,18 @@ enum Sample {
     Failed(String),
 }
 
-/// The events between `before` and `now`, and what to highlight.
+/// The events between `before` and `now`, in the order they most likely happened, and
+/// what to highlight. Two samples do not say what happened first between them, so the
+/// order is causal: deaths (and the clearing of the dead), then arrivals, then changes
+/// of the writer role (a takeover needs the death before it; a claim needs its claimant
+/// to have joined), then departures of the living (a writer releases before it leaves).
 pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
-    let mut events = Vec::new();
+    let mut deaths = Vec::new();
+    let mut arrivals = Vec::new();
+    let mut writer = Vec::new();
+    let mut departures = Vec::new();
     let mut hl = Highlights::default();
-    let mut say = |text: String, alarming: bool| events.push(Event { text, alarming });
+    let event = |text: String, alarming: bool| Event { text, alarming };
 
     let owner_id = |s: &Snapshot| s.owner.as_ref().map(|o| (o.generation, o.index));
     match (&before.owner, &now.owner) {
@@ -70,49 +84,49 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
                     .as_ref()
                     .map(|b| format!(" from pid {}", b.pid))
                     .unwrap_or_default();
-                say(
+                writer.push(event(
                     format!("TAKEOVER by {who}{from}: generation {}", n.generation),
                     true,
-                );
+                ));
             } else {
-                say(
+                writer.push(event(
                     format!(
                         "{who} claimed the writer role (generation {})",
                         n.generation
                     ),
                     false,
-                );
+                ));
             }
         }
         (Some(b), None) => {
             hl.writer = true;
             if b.alive {
-                say(
+                writer.push(event(
                     format!(
                         "pid {} released the writer role (generation {})",
                         b.pid, b.generation
                     ),
                     false,
-                );
+                ));
             } else {
-                say(
+                writer.push(event(
                     format!(
                         "the dead writer pid {} (generation {}) was cleared",
                         b.pid, b.generation
                     ),
                     false,
-                );
+                ));
             }
         }
         (Some(b), Some(n)) if b.alive && !n.alive => {
             hl.writer = true;
-            say(
+            writer.push(event(
                 format!(
                     "writer pid {} DIED (generation {}); the next claim takes over",
                     n.pid, n.generation
                 ),
                 true,
-            );
+            ));
         }
         _ => {}
     }
@@ -124,11 +138,14 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
         match old.get(&key(m)) {
             None => {
                 hl.members.insert(key(m));
-                say(format!("pid {} joined (member {})", m.pid, m.index), false);
+                arrivals.push(event(
+                    format!("pid {} joined (member {})", m.pid, m.index),
+                    false,
+                ));
             }
             Some(b) if b.alive && !m.alive => {
                 hl.members.insert(key(m));
-                say(
+                deaths.push(event(
                     format!(
                         "pid {} (member {}) DIED with {} attached",
                         m.pid,
@@ -136,9 +153,9 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
                         count(m.readers, "reader")
                     ),
                     true,
-                );
+                ));
             }
-            Some(b) if b.readers != m.readers => {
+            Some(b) if b.readers != m.readers || b.oldest_pin != m.oldest_pin => {
                 hl.members.insert(key(m));
             }
             Some(_) => {}
@@ -152,25 +169,42 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
     for m in &before.members {
         if !new.contains_key(&key(m)) {
             if taken_over == Some(m.index) {
-                say(
+                deaths.push(event(
                     format!(
                         "writer pid {} (member {}) died and was cleared",
                         m.pid, m.index
                     ),
                     true,
-                );
+                ));
             } else if m.alive {
-                say(format!("pid {} is gone (member {})", m.pid, m.index), false);
+                departures.push(event(
+                    format!("pid {} is gone (member {})", m.pid, m.index),
+                    false,
+                ));
             } else {
-                say(
+                deaths.push(event(
                     format!("dead pid {} (member {}) was reaped", m.pid, m.index),
                     false,
-                );
+                ));
             }
         }
     }
+    hl.published = before.published != now.published;
+    hl.oldest = before.oldest_pinned != now.oldest_pinned;
     hl.readers = before.reader_count != now.reader_count;
-    hl.waiting = before.waiting_claimants != now.waiting_claimants;
+    hl.waiting = (
+        before.waiting_claimants,
+        before.waiting_for_publish,
+        before.waiting_for_readers,
+    ) != (
+        now.waiting_claimants,
+        now.waiting_for_publish,
+        now.waiting_for_readers,
+    );
+    let mut events = deaths;
+    events.append(&mut arrivals);
+    events.append(&mut writer);
+    events.append(&mut departures);
     (events, hl)
 }
 
@@ -203,15 +237,111 @@ impl Drop for Screen {
     }
 }
 
-/// Sleep until `deadline` or a stop signal, whichever comes first.
-fn nap_until(deadline: Instant) {
-    while !STOP.load(Ordering::SeqCst) {
+/// Sleep until `deadline`, a stop signal or a quit key, whichever comes first; `true`
+/// when it is time to quit.
+fn nap_until(deadline: Instant, keys: Option<&Keys>) -> bool {
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            return true;
+        }
         let now = Instant::now();
         if now >= deadline {
-            return;
+            return false;
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(25)));
+        // Bounded slices: a signal between the check above and the sleep is seen soon.
+        let slice = (deadline - now).min(Duration::from_millis(25));
+        match keys {
+            Some(keys) => {
+                if keys.wait_for_quit(slice) {
+                    return true;
+                }
+            }
+            None => std::thread::sleep(slice),
+        }
     }
+}
+
+/// The frame for a terminal of `height` rows: the view (or `body` lines when there is no
+/// page) and the events, cut to fit. See the module docs for what goes first.
+fn compose(
+    title: String,
+    view: View,
+    events: &[String],
+    paint: &Paint,
+    height: Option<usize>,
+) -> Vec<String> {
+    let mut head: Vec<Ranked> = vec![(rank::KEEP, title), (rank::SPACER, String::new())];
+    head.extend(view.head);
+    let mut table = view.table;
+    let mut foot = view.foot;
+    let mut events_head: Vec<Ranked> = Vec::new();
+    if !events.is_empty() {
+        events_head.push((rank::SPACER, String::new()));
+        events_head.push((rank::FORMAT, paint.bold("recent events")));
+    }
+    let mut events: Vec<String> = events.to_vec();
+    let Some(height) = height else {
+        return assemble(head, table, foot, events_head, events);
+    };
+    let total = |h: &[Ranked], t: &[String], f: &[Ranked], eh: &[Ranked], e: &[String]| {
+        h.len() + t.len() + f.len() + eh.len() + e.len()
+    };
+    let drop_rank = |r: u8, h: &mut Vec<Ranked>, f: &mut Vec<Ranked>, eh: &mut Vec<Ranked>| {
+        h.retain(|(k, _)| *k != r);
+        f.retain(|(k, _)| *k != r);
+        eh.retain(|(k, _)| *k != r);
+    };
+    for r in [rank::SPACER, rank::TAKEOVERS, rank::FORMAT, rank::LOCK_FILE] {
+        if total(&head, &table, &foot, &events_head, &events) <= height {
+            break;
+        }
+        drop_rank(r, &mut head, &mut foot, &mut events_head);
+    }
+    let newest = |events: &mut Vec<String>, keep: usize| {
+        let cut = events.len().saturating_sub(keep);
+        events.drain(..cut);
+    };
+    if total(&head, &table, &foot, &events_head, &events) > height {
+        newest(&mut events, 2);
+    }
+    for r in [rank::COUNTS, rank::READERS] {
+        if total(&head, &table, &foot, &events_head, &events) <= height {
+            break;
+        }
+        drop_rank(r, &mut head, &mut foot, &mut events_head);
+    }
+    let over = total(&head, &table, &foot, &events_head, &events).saturating_sub(height);
+    if over > 0 && table.len() > 2 {
+        // Keep the header and as many rows as fit, with a line saying how many are hidden.
+        let rows = table.len() - 1;
+        let shown = rows.saturating_sub(over + 1).max(1);
+        table.truncate(1 + shown);
+        table.push(format!(
+            "… {} more (a taller terminal shows them)",
+            count((rows - shown) as u64, "member")
+        ));
+    }
+    if total(&head, &table, &foot, &events_head, &events) > height {
+        newest(&mut events, 1);
+    }
+    let mut frame = assemble(head, table, foot, events_head, events);
+    frame.truncate(height);
+    frame
+}
+
+fn assemble(
+    head: Vec<Ranked>,
+    table: Vec<String>,
+    foot: Vec<Ranked>,
+    events_head: Vec<Ranked>,
+    events: Vec<String>,
+) -> Vec<String> {
+    let mut lines: Vec<String> = head.into_iter().map(|(_, l)| l).collect();
+    lines.extend(table);
+    lines.extend(foot.into_iter().map(|(_, l)| l));
+    lines.extend(events_head.into_iter().map(|(_, l)| l));
+    lines.extend(events);
+    lines
 }
 
 fn elapsed(since: Instant) -> String {
@@ -240,6 +370,8 @@ pub fn run(target: &Target, interval: Duration, limit: Option<u64>) -> Result<()
     } else {
         None
     };
+    // Keys only where the frame says "q quits"; dropped (restored) before the screen.
+    let keys = if terminal { Keys::new() } else { None };
     loop {
         taken += 1;
         let tick = Instant::now();
@@ -264,28 +396,45 @@ pub fn run(target: &Target, interval: Duration, limit: Option<u64>) -> Result<()
         // Highlights last a couple of seconds (at least one frame) so the eye catches them.
         let keep = interval.max(Duration::from_secs(2));
         recent.retain(|(at, _)| tick.duration_since(*at) <= keep);
-        let mut hl = Highlights::default();
+        let mut highlights = Highlights::default();
         for (_, h) in &recent {
-            hl.writer |= h.writer;
-            hl.readers |= h.readers;
-            hl.waiting |= h.waiting;
-            hl.members.extend(h.members.iter().copied());
+            highlights.absorb(h);
         }
-
-        let mut body: Vec<String> = match &current {
-            Sample::Page(s) => render::view(target, s, &paint, &hl),
-            Sample::Missing => vec![match &target.data {
-                Some(data) => format!(
-                    "{}: no lock file yet (waiting for {} to appear)",
-                    data.display(),
-                    target.lock.display()
-                ),
-                None => format!(
-                    "{}: no lock file yet (waiting for it to appear)",
-                    target.lock.display()
-                ),
-            }],
-            Sample::Failed(message) => vec![paint.red(message)],
+        let size = if terminal {
+            term::size(std::io::stdout().as_fd())
+        } else {
+            None
+        };
+        let opts = ViewOptions {
+            width: size.map(|(w, _)| w),
+            reap_hint: true,
+            highlights,
+        };
+        let view: View = match &current {
+            Sample::Page(s) => render::view(target, s, &paint, &opts),
+            Sample::Missing => View {
+                head: vec![(
+                    rank::KEEP,
+                    match &target.data {
+                        Some(data) => format!(
+                            "{}: no lock file yet (waiting for {} to appear)",
+                            data.display(),
+                            target.lock.display()
+                        ),
+                        None => format!(
+                            "{}: no lock file yet (waiting for it to appear)",
+                            target.lock.display()
+                        ),
+                    },
+                )],
+                table: Vec::new(),
+                foot: Vec::new(),
+            },
+            Sample::Failed(message) => View {
+                head: vec![(rank::KEEP, paint.red(message))],
+                table: Vec::new(),
+                foot: Vec::new(),
+            },
         };
         let paint_event = |e: &Event| {
             if e.alarming {
@@ -298,39 +447,40 @@ pub fn run(target: &Target, interval: Duration, limit: Option<u64>) -> Result<()
             for e in events {
                 log.push_back((when.clone(), e));
             }
-            while log.len() > 8 {
+            while log.len() > 100 {
                 log.pop_front();
             }
-            let mut frame = vec![
-                paint.bold(&format!(
-                    "shmlock watch {}  every {}  {}  (Ctrl-C quits)",
-                    target.given.display(),
-                    render::age(interval),
-                    when
-                )),
-                String::new(),
-            ];
-            frame.append(&mut body);
-            if !log.is_empty() {
-                frame.push(String::new());
-                frame.push(paint.bold("recent events"));
-                for (at, e) in &log {
-                    frame.push(format!("  {at:>9}  {}", paint_event(e)));
-                }
-            }
+            let title = paint.bold(&format!(
+                "shmlock watch  {when}  every {}  (q quits)  {}",
+                render::age(interval),
+                target.given.display(),
+            ));
+            let lines: Vec<String> = log
+                .iter()
+                .map(|(at, e)| format!("  {at:>9}  {}", paint_event(e)))
+                .collect();
+            let frame = compose(title, view, &lines, &paint, size.map(|(_, h)| h));
+            // Each line is erased, then written (cut to the width, so nothing wraps); the
+            // last one gets no newline (so nothing scrolls); what is below is erased.
+            let width = size.map_or(usize::MAX, |(w, _)| w);
             let mut text = String::from("\x1b[H");
-            for line in frame {
-                text.push_str(&line);
-                text.push_str("\x1b[K\n");
+            for (i, line) in frame.iter().enumerate() {
+                if i > 0 {
+                    text.push_str("\r\n");
+                }
+                text.push_str("\x1b[2K");
+                text.push_str(&render::elide(line, width));
             }
-            text.push_str("\x1b[J");
+            if size.is_none_or(|(_, h)| frame.len() < h) {
+                text.push_str("\r\n\x1b[J");
+            }
             out.write_all(text.as_bytes())?;
         } else {
             let mut text = format!("== {} at {when} (sample {taken})\n", target.given.display());
             for e in &events {
                 text.push_str(&format!("* {}\n", e.text));
             }
-            for line in body {
+            for line in view.lines() {
                 text.push_str(&line);
                 text.push('\n');
             }
@@ -341,12 +491,12 @@ pub fn run(target: &Target, interval: Duration, limit: Option<u64>) -> Result<()
         if limit.is_some_and(|n| taken >= n) || STOP.load(Ordering::SeqCst) {
             break;
         }
-        nap_until(tick + interval);
-        if STOP.load(Ordering::SeqCst) {
+        if nap_until(tick + interval, keys.as_ref()) {
             break;
         }
         previous = Some(std::mem::replace(&mut current, sample(target)));
     }
+    drop(keys);
     drop(screen);
     Ok(())
 }
