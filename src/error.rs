@@ -61,7 +61,7 @@ pub enum Error {
         max: u64,
     },
     /// A wait ran out of time; nothing was changed.
-    #[error("timed out after {waited:?} waiting for {what}; wait longer or retry")]
+    #[error("timed out after {} waiting for {what}; wait longer or retry", human_duration(*waited))]
     Timeout {
         /// What was awaited ("a version above 7", "readers to move past version 3", …).
         what: String,
@@ -234,6 +234,27 @@ pub enum ErrorKind {
     Io,
 }
 
+/// A duration as a person reads it: "250 µs", "1.5 ms", "40 ms", "2.3 s", "5 min 3 s".
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    let tenths = |unit: u128| {
+        let t = ns * 10 / unit;
+        if t % 10 == 0 || t >= 1000 {
+            format!("{}", t / 10)
+        } else {
+            format!("{}.{}", t / 10, t % 10)
+        }
+    };
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{} µs", tenths(1_000)),
+        1_000_000..1_000_000_000 => format!("{} ms", tenths(1_000_000)),
+        _ if d.as_secs() < 60 => format!("{} s", tenths(1_000_000_000)),
+        _ if d.as_secs() < 3600 => format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60),
+        _ => format!("{} h {} min", d.as_secs() / 3600, d.as_secs() / 60 % 60),
+    }
+}
+
 fn version_hint(found: u64, supported: u32) -> &'static str {
     if found > supported as u64 {
         "upgrade shmlock in every process that opens it"
@@ -303,6 +324,27 @@ impl Error {
         Error::Corrupt {
             path: path.into(),
             reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        for (d, text) in [
+            (Duration::from_nanos(640), "640 ns"),
+            (Duration::from_micros(250), "250 µs"),
+            (Duration::from_micros(1_500), "1.5 ms"),
+            (Duration::from_millis(40), "40 ms"),
+            (Duration::from_millis(2_300), "2.3 s"),
+            (Duration::from_secs(303), "5 min 3 s"),
+            (Duration::from_secs(7_500), "2 h 5 min"),
+        ] {
+            assert_eq!(human_duration(d), text);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{CorruptReason, Error, Result};
+use crate::error::{human_duration, CorruptReason, Error, Result};
 use crate::page::{lease_ms, LEASE_NONE_MS, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY};
 use crate::protocol::members::{self, Identity, Registration};
 use crate::protocol::snapshots::{self, Pin, PublishError};
@@ -134,6 +134,23 @@ pub fn shm_path_for(data_path: impl AsRef<Path>) -> PathBuf {
     let mut name = OsString::from(data_path.as_ref().as_os_str());
     name.push("-shm");
     PathBuf::from(name)
+}
+
+/// Whether `path` is a shmlock lock file rather than a data file: its name ends in `-shm`,
+/// or it starts with the shmlock magic (any version, finished or not, either byte order).
+/// The rule [`ShmLock::provision`] uses to refuse a lock file given as a data path, for
+/// tools that take either (the `shmlock` CLI does). Reads at most 8 bytes; `false` when the
+/// file cannot be read.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = shmlock::ShmLock::open(dir.path().join("renamed.lock")).unwrap();
+/// assert!(shmlock::is_lock_file(lock.path())); // by its magic
+/// assert!(shmlock::is_lock_file("app.db-shm")); // by its name
+/// assert!(!shmlock::is_lock_file(dir.path().join("app.db")));
+/// ```
+pub fn is_lock_file(path: impl AsRef<Path>) -> bool {
+    sys::is_lock_file(path.as_ref())
 }
 
 /// 0: not decided yet (read the environment), 1: off, 2: on.
@@ -319,9 +336,11 @@ impl ShmLock {
             }
             Settled::Recovered(rec) if rec.found_stale_state() => {
                 log::info!(
-                    "{}: recovered after a crash: freed owner generation {:?}, reaped {} dead member(s)",
+                    "{}: recovered after a crash: {}reaped {} dead member(s)",
                     path.display(),
-                    rec.owner_freed,
+                    rec.owner_freed
+                        .map(|g| format!("freed the dead writer's generation {g}, "))
+                        .unwrap_or_default(),
                     rec.reaped.len()
                 );
                 OpenState::RecoveredFromCrash
@@ -779,7 +798,9 @@ fn describe_takeover(t: &Takeover) -> String {
             heartbeat_age,
             lease,
         } => format!(
-            "owner pid {pid} (generation {generation}) had not heartbeaten for {heartbeat_age:?}, longer than the lease of {lease:?} it declared"
+            "owner pid {pid} (generation {generation}) had not heartbeaten for {}, longer than the lease of {} it declared",
+            human_duration(*heartbeat_age),
+            human_duration(*lease)
         ),
         Takeover::Invalid { generation } => {
             format!("the owner word (generation {generation}) named no valid member")

@@ -90,8 +90,8 @@ mod sys;
 
 pub use error::{CorruptReason, Error, ErrorKind, Result};
 pub use handle::{
-    inspect, provisioning_enabled, set_provisioning_enabled, shm_path_for, HeartbeatHandle,
-    OpenState, Options, ReaderGuard, ShmLock, WriterGuard, WriterRef,
+    inspect, is_lock_file, provisioning_enabled, set_provisioning_enabled, shm_path_for,
+    HeartbeatHandle, OpenState, Options, ReaderGuard, ShmLock, WriterGuard, WriterRef,
 };
 pub use protocol::writer::Takeover;
 pub use snapshot::{MemberInfo, OwnerInfo, PageOrigin, ReapReport, ReapedMember, Snapshot};

@@ -8,7 +8,7 @@
 use std::io;
 use std::path::Path;
 
-use shmlock::Error;
+use shmlock::{CorruptReason, Error};
 
 use crate::render::age;
 
@@ -122,27 +122,16 @@ fn io_message(op: &str, path: &Path, source: &io::Error) -> String {
     format!("{}: {}: {}", path.display(), operation(op), cause(source))
 }
 
-/// A `Corrupt` reason without the clauses meant for programmers (those that name an API:
-/// `Type::function`, `function(args)`), with a shell-level hint where one was dropped.
-///
-/// The library will give `Corrupt` a typed reason (issue 11, item 2); until then the
-/// reason is a sentence of `;`-separated clauses, and this filter keeps the ones that
-/// speak to anyone.
-fn operator_reason(reason: &str) -> String {
-    let speaks_api = |clause: &str| {
-        clause.contains("::") || clause.contains("(data)") || clause.contains("(true)")
-    };
-    let kept: Vec<&str> = reason
-        .split("; ")
-        .filter(|clause| !speaks_api(clause))
-        .collect();
-    let mut text = kept.join("; ");
-    if kept.len() < reason.split("; ").count() && reason.contains("not a shmlock lock file") {
-        text.push_str(
-            "; if it is a database, give its path and shmlock uses the lock file beside it",
-        );
+/// A `Corrupt` reason in an operator's words (the library's own `Display` names the API
+/// calls a program should make instead).
+fn operator_reason(reason: &CorruptReason) -> String {
+    match reason {
+        CorruptReason::NotALockFile { len } => format!(
+            "is a {len}-byte file that is not a shmlock lock file (no shmlock magic), so it was left untouched; \
+             if it is a database, give its path and shmlock uses the lock file beside it"
+        ),
+        other => other.to_string(),
     }
-    text
 }
 
 #[cfg(test)]
@@ -181,9 +170,7 @@ mod tests {
             Error::TooManyProcesses { capacity: 124 },
             Error::Corrupt {
                 path: path.clone(),
-                reason: "is a 9-byte file that is not a shmlock lock file (no shmlock magic), so it was left untouched; \
-                         if it is a database, open its lock file with ShmLock::provision(data) or shm_path_for(data)"
-                    .into(),
+                reason: CorruptReason::NotALockFile { len: 9 },
             },
             Error::IncompatibleVersion {
                 path: path.clone(),

@@ -24,8 +24,7 @@ mod render;
 mod term;
 mod watch;
 
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -135,18 +134,6 @@ pub struct Target {
     pub data: Option<PathBuf>,
 }
 
-/// Whether the file at `path` starts like a shmlock page (ours, in any state or version);
-/// `None` when it cannot be read (the command itself then reports why).
-fn carries_our_magic(path: &Path) -> Option<bool> {
-    let mut prefix = Vec::with_capacity(64);
-    let file = std::fs::File::open(path).ok()?;
-    file.take(64).read_to_end(&mut prefix).ok()?;
-    Some(!matches!(
-        shmlock::page::classify_prefix(&prefix),
-        Err(shmlock::page::Invalid::NotOurs)
-    ))
-}
-
 /// Find the lock file for a path the user gave, by the library's own rule for what is a
 /// lock file (`ShmLock::provision` refuses such a path as a data path):
 /// - a name ending in `-shm` is a lock file;
@@ -162,11 +149,9 @@ fn resolve(given: &Path) -> Result<Target, Failure> {
         lock: given.to_path_buf(),
         data: None,
     };
-    if given.as_os_str().as_bytes().ends_with(b"-shm") {
-        return Ok(direct);
-    }
+    // The library's own rule (what `ShmLock::provision` refuses as a data path).
     let meta = std::fs::symlink_metadata(given);
-    if matches!(&meta, Ok(m) if m.is_file()) && carries_our_magic(given) == Some(true) {
+    if shmlock::is_lock_file(given) {
         return Ok(direct);
     }
     let shm = shmlock::shm_path_for(given);
@@ -184,7 +169,7 @@ fn resolve(given: &Path) -> Result<Target, Failure> {
             given.display(),
             shm.display()
         ))),
-        Ok(meta) if meta.is_file() && carries_our_magic(given).is_some() => Ok(beside),
+        Ok(meta) if meta.is_file() && std::fs::File::open(given).is_ok() => Ok(beside),
         // Directories, symlinks, unreadable files: the library says what is wrong.
         _ => Ok(direct),
     }
