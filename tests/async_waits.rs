@@ -264,16 +264,22 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// Threads of this process now, and how many of them are named `name`.
 fn threads(name: &str) -> (usize, usize) {
-    let mut all = 0;
-    let mut named = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        all += 1;
-        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            named += 1;
-        }
-    }
-    (all, named)
+    let names = thread_names();
+    let named = names.iter().filter(|n| *n == name).count();
+    (names.len(), named)
+}
+
+/// The names of this process's threads (`/proc/self/task/*/comm`), sorted.
+fn thread_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|task| {
+            let comm = std::fs::read_to_string(task.unwrap().path().join("comm"));
+            comm.unwrap_or_default().trim_end().to_owned()
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The threads while the tasks wait: the harness's, the runtime's two workers, the
@@ -321,6 +327,7 @@ fn publish_in_another_process_wakes_a_thousand_tasks() {
         "our waiter bit is set"
     );
     let (all_threads, bridges) = threads("shmlock-publish");
+    let names = thread_names();
     // A quiet spell: nothing changes, so nobody is polled but one task per slice.
     std::thread::sleep(Duration::from_millis(200));
     let quiet = waiting_since.elapsed();
@@ -333,7 +340,8 @@ fn publish_in_another_process_wakes_a_thousand_tasks() {
     let (p50, max) = spread(&mut latencies);
     eprintln!(
         "publish → {TASKS} tasks woken: p50 {p50:?}, max {max:?}; {all_threads} threads in the \
-         process while they waited ({bridges} bridge); {polls} polls in the first {quiet:?}"
+         process while they waited ({bridges} bridge): {names:?}; {polls} polls in the first \
+         {quiet:?}"
     );
     assert_no_thread_per_task(all_threads, bridges, before);
     // One poll to wait, then at most one probe per 50 ms slice (and a few spurious).
