@@ -80,6 +80,8 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmlock needs Linux (OFD locks, CLOCK_BOOTTIME, futexes)");
 
+#[cfg(feature = "tokio")]
+mod async_wait;
 mod error;
 mod handle;
 pub mod page;
