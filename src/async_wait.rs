@@ -63,11 +63,9 @@
 //!
 //! Each async form answers as its blocking form does, including `Err(AlreadyWriter)` for a
 //! claim task whose own process came to hold the role while it waited, and its errors on
-//! time-out (`WriterBusy` for a claim, `Timeout` for the snapshot waits). One difference:
-//! an owner that declared a lease but has never heartbeaten since its claim is judged by
-//! its heartbeat word only, which the claim stamped, so an async claimant takes it over
-//! at its death or after its first heartbeat grows older than its lease, not from when the
-//! claimant first saw it (the blocking `claim_writer` watches it for its lease).
+//! time-out (`WriterBusy` for a claim, `Timeout` for the snapshot waits). Like the blocking
+//! `claim_writer`, a claim task times an owner that declared a lease but has not
+//! heartbeaten since its claim from when the task first saw it own.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -116,12 +114,22 @@ impl ShmLock {
     pub async fn claim_writer_async(&self, timeout: Duration) -> Result<WriterGuard> {
         let inner = &self.inner;
         let mut won = None;
+        // The owner this task has seen own, and since when: judges an owner that has not
+        // heartbeaten since its claim by its declared lease, as the blocking wait does.
+        // (A mutex only to keep the future `Send`: one task polls it at a time.)
+        let watched = Mutex::new(None::<writer::Watched>);
         let guard = wait_until(
             inner,
             WaitKind::Claim,
             timeout,
-            || match self.claim(None) {
+            || match self.claim_watching(*watched.lock()) {
                 Err(busy @ Error::WriterBusy { .. }) => {
+                    let word = writer::load_owner(inner.mapping.page());
+                    let mut seen = watched.lock();
+                    if seen.is_none_or(|w| w.word != word) {
+                        let since = inner.mapping.platform().now();
+                        *seen = Some(writer::Watched { word, since });
+                    }
                     watch_owner(inner);
                     Look::NotYet(busy)
                 }

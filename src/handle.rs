@@ -507,8 +507,27 @@ impl ShmLock {
         })
     }
 
+    /// One claim attempt that judges a silent owner by how long `watched` has seen it own
+    /// (the async claim keeps one per waiting task, as the blocking wait does).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn claim_watching(&self, watched: Option<writer::Watched>) -> Result<WriterGuard> {
+        Ok(WriterGuard {
+            inner: Arc::clone(&self.inner),
+            claim: self.claim_with(ClaimHow::Try(watched))?,
+            released: false,
+        })
+    }
+
     #[inline]
     fn claim_raw(&self, timeout: Option<Duration>) -> Result<Claim> {
+        self.claim_with(match timeout {
+            None => ClaimHow::Try(None),
+            Some(t) => ClaimHow::Until(deadline_after(t)),
+        })
+    }
+
+    #[inline]
+    fn claim_with(&self, how: ClaimHow) -> Result<Claim> {
         let inner = &self.inner;
         if !inner.same_process() {
             return Err(Error::ForkedHandle);
@@ -517,9 +536,11 @@ impl ShmLock {
         let plat = inner.mapping.platform();
         let declare = self.declaration();
         let me = inner.index();
-        let result = match timeout {
-            None => writer::try_claim(page, &plat, me, &declare),
-            Some(t) => writer::claim_until(page, &plat, me, &declare, deadline_after(t)),
+        let result = match how {
+            ClaimHow::Try(watched) => {
+                writer::try_claim_watching(page, &plat, me, &declare, watched)
+            }
+            ClaimHow::Until(deadline) => writer::claim_until(page, &plat, me, &declare, deadline),
         };
         match result {
             Ok(claim) => {
@@ -669,6 +690,14 @@ impl ShmLock {
             members: reaped.into_iter().map(Into::into).collect(),
         })
     }
+}
+
+/// How a claim goes: one attempt (judging a silent owner by what was watched), or waiting
+/// until a boot-clock deadline.
+#[derive(Clone, Copy)]
+enum ClaimHow {
+    Try(Option<writer::Watched>),
+    Until(u64),
 }
 
 /// What claims through a handle opened with `options` declare.

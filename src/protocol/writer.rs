@@ -206,8 +206,10 @@ fn owner_lease<P: Platform>(
     declared_lease_ns(page.members[index].lease_start.load(Acquire))
 }
 
+/// [`try_claim`], judging an owner that has not heartbeaten since its claim by how long
+/// `watched` has seen it own (what a waiting claimant knows).
 #[inline]
-fn try_claim_watching<P: Platform>(
+pub fn try_claim_watching<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
