@@ -6,17 +6,31 @@
 //!
 //! | command | answer |
 //! |---|---|
-//! | `open [LEASE_MS]` | `ok <open-state> <member-index> <pid>` |
+//! | `open [LEASE_MS] [lease=MS] [floor=F]` | `ok <open-state> <member-index> <pid>` (the lease is declared with this handle's claims; claims get generations above F) |
 //! | `try_claim` | `ok <generation>` |
 //! | `claim <TIMEOUT_MS>` | `ok <generation> <boottime-ns-when-claimed>` |
+//! | `spawn_claim <TIMEOUT_MS>` | `ok` (a thread runs `claim`; the agent keeps serving commands) |
+//! | `claim_result` | what `claim` answers, once the spawned claim returns |
 //! | `heartbeat` | `ok` |
 //! | `heartbeat_loop <INTERVAL_MS>` | `ok` (a thread heartbeats until the writer is released) |
+//! | `heartbeat_forever <INTERVAL_MS>` | `ok <loop-id>` (a thread heartbeats the current guard until the process ends, deposed or not, counting outcomes) |
+//! | `beats <LOOP_ID>` | `ok ok=<n> deposed=<n> other=<n>` |
 //! | `is_current` | `ok true` / `ok false` |
 //! | `release` | `ok` |
-//! | `attach` / `detach` | `ok <readers-held-by-this-agent>` |
-//! | `snapshot` | `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n> dead=<n>` |
+//! | `publish <V>` | `ok` |
+//! | `published` | `ok <version>` |
+//! | `wait_published <AFTER> <TIMEOUT_MS>` | `ok <version>` / `err timeout …` |
+//! | `oldest` | `ok <version>` / `ok none` |
+//! | `wait_readers_past <V> <TIMEOUT_MS>` | `ok` / `err timeout …` (through the current writer guard) |
+//! | `attach` | `ok <readers-held-by-this-agent> <pinned-version>` |
+//! | `detach` | `ok <readers-held-by-this-agent>` (the latest attached) |
+//! | `detach_version <V>` | `ok <readers-held-by-this-agent>` (one guard pinning V) |
+//! | `snapshot` | `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n> dead=<n> waiting=<n> published=<v> oldest=<v or ->` |
 //! | `reap` | `ok <members-reaped> <readers-cleared>` |
 //! | `now` | `ok <boottime-ns>` |
+//! | `fork_child` | `ok <pid>` (a child forked without exec that sleeps in `pause()` until killed) |
+//! | `kill_child <PID>` | `ok` (SIGKILLs and reaps a child from `fork_child`) |
+//! | `watchers` | `ok <n>`: death-watcher threads the library logged starting in this process |
 //! | `exit` | (exits 0) |
 //!
 //! Reliability-test commands (tests/torture.rs, tests/reliability.rs, tests/security.rs):
@@ -33,8 +47,9 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use shmlock::{Error, Options, ReaderGuard, ShmLock, WriterGuard};
@@ -51,6 +66,12 @@ fn error_kind(e: &Error) -> &'static str {
         Error::WriterBusy { .. } => "busy",
         Error::Deposed { .. } => "deposed",
         Error::AlreadyWriter => "already_writer",
+        Error::VersionNotIncreasing { .. } => "version_not_increasing",
+        Error::VersionTooLarge { .. } => "version_too_large",
+        Error::Timeout { .. } => "timeout",
+        Error::ProvisioningDisabled { .. } => "provisioning_disabled",
+        Error::DataPathIsLockFile { .. } => "data_path_is_lock_file",
+        Error::TooManyReaders { .. } => "too_many_readers",
         Error::TooManyProcesses { .. } => "too_many_processes",
         Error::Corrupt { .. } => "corrupt",
         Error::IncompatibleVersion { .. } => "incompatible_version",
@@ -62,18 +83,71 @@ fn error_kind(e: &Error) -> &'static str {
     }
 }
 
+/// Counts the library's log records that say a death watcher started (`watchers`). The
+/// agent prints no log: its stdout is the command channel, and the tests read stderr.
+struct WatcherCounter;
+
+static WATCHERS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+impl log::Log for WatcherCounter {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("shmlock")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.target() == "shmlock::watch"
+            || record.args().to_string().contains("death watcher")
+        {
+            WATCHERS_STARTED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Outcomes of one `heartbeat_forever` loop.
+#[derive(Default)]
+struct Beats {
+    ok: AtomicU64,
+    deposed: AtomicU64,
+    other: AtomicU64,
+}
+
 struct State {
     path: PathBuf,
     lock: Option<ShmLock>,
     writer: Option<Arc<WriterGuard>>,
+    /// Earlier guards of this process (deposed, usually) that a loop may still use.
+    old_writers: Vec<Arc<WriterGuard>>,
     heartbeating: Arc<AtomicBool>,
+    heartbeat_thread: Option<JoinHandle<()>>,
+    beat_loops: Vec<Arc<Beats>>,
+    spawned_claim: Option<JoinHandle<Result<(WriterGuard, u64), String>>>,
     readers: Vec<ReaderGuard>,
+    children: Vec<nix::unistd::Pid>,
     reliability: torture::Commands,
+}
+
+fn fail(e: Error) -> String {
+    format!("err {} {}", error_kind(&e), e)
 }
 
 impl State {
     fn lock(&self) -> Result<&ShmLock, String> {
         self.lock.as_ref().ok_or_else(|| "err not_open".to_string())
+    }
+
+    fn writer(&self) -> Result<&Arc<WriterGuard>, String> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| "err no_writer".to_string())
+    }
+
+    /// Keep `guard` as the current writer; an earlier one stays alive for its loops.
+    fn set_writer(&mut self, guard: WriterGuard) {
+        if let Some(old) = self.writer.replace(Arc::new(guard)) {
+            self.old_writers.push(old);
+        }
     }
 
     fn run(&mut self, line: &str) -> Result<String, String> {
@@ -83,12 +157,17 @@ impl State {
             w.and_then(|a| a.parse().ok())
                 .ok_or_else(|| format!("err usage {cmd} needs a number"))
         };
-        let fail = |e: Error| format!("err {} {}", error_kind(&e), e);
         match cmd {
             "open" => {
                 let mut options = Options::new();
-                if let Some(ms) = words.next() {
-                    options = options.lease(Duration::from_millis(arg(Some(ms))?));
+                for word in words {
+                    let (key, value) = word.split_once('=').unwrap_or(("lease", word));
+                    let value = arg(Some(value))?;
+                    options = match key {
+                        "lease" => options.lease(Duration::from_millis(value)),
+                        "floor" => options.generation_floor(value),
+                        _ => return Err(format!("err usage open: unknown option {key:?}")),
+                    };
                 }
                 let lock = ShmLock::open_with(&self.path, &options).map_err(fail)?;
                 let answer = format!(
@@ -111,55 +190,141 @@ impl State {
                 .map_err(fail)?;
                 let at = boottime_ns();
                 let answer = format!("ok {} {at}", guard.generation());
-                self.writer = Some(Arc::new(guard));
+                self.set_writer(guard);
+                Ok(answer)
+            }
+            "spawn_claim" => {
+                let lock = self.lock()?.clone();
+                let timeout = Duration::from_millis(arg(words.next())?);
+                if self.spawned_claim.is_some() {
+                    return Err("err usage a spawned claim is pending".into());
+                }
+                self.spawned_claim = Some(std::thread::spawn(move || {
+                    let guard = lock.claim_writer(timeout).map_err(fail)?;
+                    Ok((guard, boottime_ns()))
+                }));
+                Ok("ok".into())
+            }
+            "claim_result" => {
+                let claim = self.spawned_claim.take().ok_or("err no_spawned_claim")?;
+                let (guard, at) = claim
+                    .join()
+                    .map_err(|_| "err other the claim panicked".to_string())??;
+                let answer = format!("ok {} {at}", guard.generation());
+                self.set_writer(guard);
                 Ok(answer)
             }
             "heartbeat" => {
-                let w = self.writer.as_ref().ok_or("err no_writer")?;
-                w.heartbeat().map_err(fail)?;
+                self.writer()?.heartbeat().map_err(fail)?;
                 Ok("ok".into())
             }
             "heartbeat_loop" => {
-                let w = Arc::clone(self.writer.as_ref().ok_or("err no_writer")?);
+                let w = Arc::clone(self.writer()?);
                 let interval = Duration::from_millis(arg(words.next())?);
                 let running = Arc::clone(&self.heartbeating);
                 running.store(true, Ordering::SeqCst);
-                std::thread::spawn(move || {
+                self.heartbeat_thread = Some(std::thread::spawn(move || {
                     while running.load(Ordering::SeqCst) && w.heartbeat().is_ok() {
                         std::thread::sleep(interval);
                     }
-                });
+                }));
                 Ok("ok".into())
             }
-            "is_current" => {
-                let w = self.writer.as_ref().ok_or("err no_writer")?;
-                Ok(format!("ok {}", w.is_current()))
+            "heartbeat_forever" => {
+                let w = Arc::clone(self.writer()?);
+                let interval = Duration::from_millis(arg(words.next())?);
+                let beats = Arc::new(Beats::default());
+                let counts = Arc::clone(&beats);
+                std::thread::spawn(move || loop {
+                    match w.heartbeat() {
+                        Ok(()) => &counts.ok,
+                        Err(Error::Deposed { .. }) => &counts.deposed,
+                        Err(_) => &counts.other,
+                    }
+                    .fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(interval);
+                });
+                self.beat_loops.push(beats);
+                Ok(format!("ok {}", self.beat_loops.len() - 1))
             }
+            "beats" => {
+                let id = arg(words.next())? as usize;
+                let b = self.beat_loops.get(id).ok_or("err no_such_loop")?;
+                Ok(format!(
+                    "ok ok={} deposed={} other={}",
+                    b.ok.load(Ordering::SeqCst),
+                    b.deposed.load(Ordering::SeqCst),
+                    b.other.load(Ordering::SeqCst)
+                ))
+            }
+            "is_current" => Ok(format!("ok {}", self.writer()?.is_current())),
             "release" => {
                 self.heartbeating.store(false, Ordering::SeqCst);
+                // The heartbeat thread stops within one interval: the release answered
+                // below has happened when the answer is read.
+                if let Some(beating) = self.heartbeat_thread.take() {
+                    let _ = beating.join();
+                }
                 let w = self.writer.take().ok_or("err no_writer")?;
                 match Arc::try_unwrap(w) {
                     Ok(guard) => guard.release().map_err(fail)?,
-                    // The heartbeat thread still holds it: it stops within one interval
-                    // and the last clone's drop releases.
+                    // A `heartbeat_forever` loop still holds it: the role stays held
+                    // until the process ends.
                     Err(shared) => {
-                        if !shared.is_current() {
-                            return Err(fail(Error::Deposed {
+                        return Err(if shared.is_current() {
+                            "err other a heartbeat_forever loop holds this guard".to_string()
+                        } else {
+                            fail(Error::Deposed {
                                 generation: shared.generation(),
-                            }));
-                        }
+                            })
+                        });
                     }
                 }
                 Ok("ok".into())
             }
+            "publish" => {
+                let version = arg(words.next())?;
+                self.writer()?.publish(version).map_err(fail)?;
+                Ok("ok".into())
+            }
+            "published" => Ok(format!("ok {}", self.lock()?.published())),
+            "wait_published" => {
+                let after = arg(words.next())?;
+                let timeout = Duration::from_millis(arg(words.next())?);
+                let version = self.lock()?.wait_published(after, timeout).map_err(fail)?;
+                Ok(format!("ok {version}"))
+            }
+            "oldest" => Ok(match self.lock()?.oldest_pinned() {
+                Some(v) => format!("ok {v}"),
+                None => "ok none".into(),
+            }),
+            "wait_readers_past" => {
+                let version = arg(words.next())?;
+                let timeout = Duration::from_millis(arg(words.next())?);
+                self.writer()?
+                    .wait_readers_past(version, timeout)
+                    .map_err(fail)?;
+                Ok("ok".into())
+            }
             "attach" => {
                 let guard = self.lock()?.attach_reader().map_err(fail)?;
+                let version = guard.version();
                 self.readers.push(guard);
-                Ok(format!("ok {}", self.readers.len()))
+                Ok(format!("ok {} {version}", self.readers.len()))
             }
             "detach" => {
                 let guard = self.readers.pop().ok_or("err no_reader")?;
                 guard.detach().map_err(fail)?;
+                Ok(format!("ok {}", self.readers.len()))
+            }
+            "detach_version" => {
+                let version = arg(words.next())?;
+                let at = self
+                    .readers
+                    .iter()
+                    .position(|g| g.version() == version)
+                    .ok_or("err no_reader")?;
+                self.readers.remove(at).detach().map_err(fail)?;
                 Ok(format!("ok {}", self.readers.len()))
             }
             "snapshot" => {
@@ -169,11 +334,14 @@ impl State {
                     None => ("-".into(), false),
                 };
                 Ok(format!(
-                    "ok owner={owner} alive={alive} generation={} readers={} members={} dead={}",
+                    "ok owner={owner} alive={alive} generation={} readers={} members={} dead={} waiting={} published={} oldest={}",
                     s.generation,
                     s.reader_count,
                     s.members.len(),
-                    s.dead_members().count()
+                    s.dead_members().count(),
+                    s.waiting_claimants,
+                    s.published,
+                    s.oldest_pinned.map_or("-".to_string(), |v| v.to_string())
                 ))
             }
             "reap" => {
@@ -185,20 +353,71 @@ impl State {
                 ))
             }
             "now" => Ok(format!("ok {}", boottime_ns())),
+            "fork_child" => {
+                let child = fork_sleeper().map_err(|e| format!("err io fork: {e}"))?;
+                self.children.push(child);
+                Ok(format!("ok {child}"))
+            }
+            "kill_child" => {
+                let pid = nix::unistd::Pid::from_raw(arg(words.next())? as i32);
+                let at = self
+                    .children
+                    .iter()
+                    .position(|&c| c == pid)
+                    .ok_or("err no_such_child")?;
+                self.children.remove(at);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                nix::sys::wait::waitpid(pid, None).map_err(|e| format!("err io waitpid: {e}"))?;
+                Ok("ok".into())
+            }
+            "watchers" => Ok(format!("ok {}", WATCHERS_STARTED.load(Ordering::SeqCst))),
             "exit" => std::process::exit(0),
             _ => torture::run(self, cmd, words),
         }
     }
 }
 
+/// Fork a child that runs no Rust after the fork: it points its standard streams at
+/// /dev/null (so the driver's pipes see end-of-file when the agent dies) and sleeps in
+/// `pause()` until it is killed — a pre-fork worker that never execs.
+fn fork_sleeper() -> nix::Result<nix::unistd::Pid> {
+    use nix::libc;
+    // SAFETY: the child calls only async-signal-safe functions (open, dup2, close, pause)
+    // with a NUL-terminated literal, and never returns from the loop; the library's fork
+    // hook runs in it first, which is async-signal-safe too.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+            loop {
+                libc::pause();
+            }
+        },
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+    }
+}
+
 /// Serve commands from stdin until `exit` or end of input.
 pub fn run(path: PathBuf) -> i32 {
+    if log::set_logger(&WatcherCounter).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     let mut state = State {
         path,
         lock: None,
         writer: None,
+        old_writers: Vec::new(),
         heartbeating: Arc::new(AtomicBool::new(false)),
+        heartbeat_thread: None,
+        beat_loops: Vec::new(),
+        spawned_claim: None,
         readers: Vec::new(),
+        children: Vec::new(),
         reliability: torture::Commands::default(),
     };
     let stdin = std::io::stdin();
@@ -212,6 +431,10 @@ pub fn run(path: PathBuf) -> i32 {
         {
             break;
         }
+    }
+    for child in state.children.drain(..) {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
     }
     0
 }
@@ -298,6 +521,9 @@ mod torture {
         match cmd {
             "close" => {
                 state.heartbeating.store(false, Ordering::SeqCst);
+                if let Some(beating) = state.heartbeat_thread.take() {
+                    let _ = beating.join();
+                }
                 state.writer = None;
                 state.readers.clear();
                 state.lock = None;

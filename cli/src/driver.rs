@@ -66,6 +66,16 @@ impl Agent {
             .unwrap_or_else(|e| panic!("agent {} did not answer: {e}", self.pid))
     }
 
+    /// The next answer if one arrives within `within` (`None`: none yet).
+    #[allow(dead_code)] // the tests use it; the demo does not
+    pub fn answer_within(&mut self, within: Duration) -> Option<String> {
+        match self.answers.recv_timeout(within) {
+            Ok(answer) => Some(answer),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(e) => panic!("agent {} is gone: {e}", self.pid),
+        }
+    }
+
     /// Send a command and wait for its answer.
     pub fn ask(&mut self, command: &str) -> String {
         self.send(command);
