@@ -84,7 +84,19 @@ impl Agent {
 
     /// Send a command that must succeed; the answer's words after `ok`.
     pub fn ok(&mut self, command: &str) -> Vec<String> {
-        let answer = self.ask(command);
+        self.send(command);
+        self.ok_answer_to(command)
+    }
+
+    /// Wait for the answer to a command sent earlier, which must succeed; its words after
+    /// `ok`.
+    #[allow(dead_code)] // the tests use it; the demo does not
+    pub fn ok_answer(&mut self) -> Vec<String> {
+        self.ok_answer_to("the command sent earlier")
+    }
+
+    fn ok_answer_to(&mut self, command: &str) -> Vec<String> {
+        let answer = self.answer();
         let mut words = answer.split_whitespace().map(str::to_string);
         assert_eq!(
             words.next().as_deref(),
