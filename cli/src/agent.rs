@@ -41,8 +41,8 @@
 //! | `inspect` | `ok none` / `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n>` |
 //! | `race_arm <GATE> <PATH>` | `ok` (a thread waits for a shared lock on GATE's byte 0, then opens PATH) |
 //! | `race_result` | `ok <open-state>` (the armed open's outcome; the handle is kept) |
-//! | `churn <SEED> <WITNESS>` | `ok` (a thread runs random operations, logging to WITNESS; see [`torture`]) |
-//! | `pause` | `ok open=<0/1> readers=<n> writer=<generation or 0> ops=<n>` (churn parked between operations) |
+//! | `churn <SEED> <WITNESS> [LEASE_MS]` | `ok` (a thread runs random operations, logging to WITNESS, its claims declaring the lease; see [`torture`]) |
+//! | `pause` | `ok open=<0/1> readers=<n> writer=<generation or 0> ops=<n> awaiting=<generation or 0>` (churn parked between operations) |
 //! | `resume` | `ok` |
 
 use std::io::{BufRead, Write};
@@ -379,12 +379,16 @@ impl State {
 
 /// Fork a child that runs no Rust after the fork: it points its standard streams at
 /// /dev/null (so the driver's pipes see end-of-file when the agent dies) and sleeps in
-/// `pause()` until it is killed — a pre-fork worker that never execs.
+/// `pause()` until it is killed — a pre-fork worker that never execs. Returns once the
+/// child has run its fork hooks (the library's included): it says so through a pipe.
 fn fork_sleeper() -> nix::Result<nix::unistd::Pid> {
     use nix::libc;
-    // SAFETY: the child calls only async-signal-safe functions (open, dup2, close, pause)
-    // with a NUL-terminated literal, and never returns from the loop; the library's fork
-    // hook runs in it first, which is async-signal-safe too.
+    use std::os::fd::AsRawFd;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the child calls only async-signal-safe functions (write, open, dup2, close,
+    // pause) with valid descriptors, a one-byte buffer and a NUL-terminated literal, and
+    // never returns from the loop. The fork hooks (the library's too) ran before `fork`
+    // returned in the child, so its one byte says they are done.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => unsafe {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -394,11 +398,25 @@ fn fork_sleeper() -> nix::Result<nix::unistd::Pid> {
                 libc::dup2(null, 2);
                 libc::close(null);
             }
+            libc::write(ready_write.as_raw_fd(), b"r".as_ptr().cast(), 1);
+            libc::close(ready_write.as_raw_fd());
+            libc::close(ready_read.as_raw_fd());
             loop {
                 libc::pause();
             }
         },
-        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_write);
+            let mut byte = [0u8; 1];
+            loop {
+                match nix::unistd::read(&ready_read, &mut byte) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(1) => return Ok(child),
+                    Ok(_) => return Err(nix::errno::Errno::EPIPE),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
     }
 }
 
@@ -456,10 +474,17 @@ pub fn run(path: PathBuf) -> i32 {
 ///   release — written while holding a POSIX write lock on byte 0 of the WITNESS file, which
 ///   the worker takes (non-blocking) right after the claim returns and drops right before it
 ///   calls `release`. It holds that lock exactly while it believes it owns the writer role;
-/// * `OVERLAP <generation> <pid> <holder-pid>` when that lock was held by someone else
-///   (another process believed it owned at the same moment), then it waits for the lock;
-/// * `DEPOSED …` when a heartbeat, `is_current` or release says a live, lease-less owner
-///   was deposed; `ERROR <pid> <message>` for any other unexpected outcome.
+/// * `LEASE <generation> <pid> <old-generation> <old-pid>` right after a claim that took
+///   the role from a live owner whose declared lease had expired (`churn SEED WITNESS
+///   LEASE_MS` declares one): that owner may still believe it owns until it next looks;
+/// * `OVERLAP <generation> <pid> <holder-pid>` when the witness lock was held by someone
+///   else right after a claim; the worker then waits for the lock (between operations, so
+///   it can still be paused) and says `BEGIN` once it has it. The checker accepts this only
+///   when the holder is an owner a `LEASE` record deposed, and nothing else;
+/// * `DEPOSED <generation> <pid> …` when a heartbeat, `is_current`, a snapshot or release
+///   shows the claim was deposed: the worker then drops the witness lock and the guard
+///   (whose release must fail). The checker accepts it only for a claim a `LEASE` record
+///   deposed; `ERROR <pid> <message>` for any other unexpected outcome.
 ///
 /// The witness uses nothing of the library: a kernel lock on another file and a log. It is
 /// a POSIX (`F_SETLK`) lock, not an OFD lock, on purpose: when a process dies the kernel
@@ -482,7 +507,7 @@ mod torture {
     use nix::fcntl::{fcntl, FcntlArg};
     use nix::libc;
     use parking_lot::{Condvar, Mutex};
-    use shmlock::{Error, ReaderGuard, ShmLock, WriterGuard};
+    use shmlock::{Error, Options, ReaderGuard, ShmLock, Takeover, WriterGuard};
 
     use super::{error_kind, State};
 
@@ -575,6 +600,12 @@ mod torture {
                     .and_then(|w| w.parse().ok())
                     .ok_or("err usage churn needs a seed")?;
                 let witness = path_arg(words.next(), cmd)?;
+                let lease = match words.next() {
+                    Some(ms) => Some(Duration::from_millis(
+                        ms.parse().map_err(|_| "err usage churn's lease is in ms")?,
+                    )),
+                    None => None,
+                };
                 let witness = OpenOptions::new()
                     .append(true)
                     .open(&witness)
@@ -582,7 +613,7 @@ mod torture {
                 let control = Arc::new(Control::default());
                 let path = state.path.clone();
                 let theirs = Arc::clone(&control);
-                std::thread::spawn(move || churn(path, seed, witness, theirs));
+                std::thread::spawn(move || churn(path, lease, seed, witness, theirs));
                 state.reliability.churn = Some(control);
                 Ok("ok".into())
             }
@@ -608,7 +639,6 @@ mod torture {
 
     enum Wait {
         PosixTry,
-        PosixBlocking,
         OfdBlocking,
     }
 
@@ -623,7 +653,6 @@ mod torture {
         loop {
             let result = match wait {
                 Wait::PosixTry => fcntl(file.as_fd(), FcntlArg::F_SETLK(&f)),
-                Wait::PosixBlocking => fcntl(file.as_fd(), FcntlArg::F_SETLKW(&f)),
                 Wait::OfdBlocking => fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&f)),
             };
             return match result {
@@ -650,24 +679,38 @@ mod torture {
 
     struct Worker {
         path: PathBuf,
+        /// The lease its claims declare (`churn SEED WITNESS LEASE_MS`).
+        lease: Option<Duration>,
         rng: u64,
         pid: u32,
         ops: u64,
         witness: File,
         lock: Option<ShmLock>,
         writer: Option<WriterGuard>,
+        /// A claim that took the role while another process still holds the witness lock
+        /// (a lease takeover whose victim has not noticed yet): it waits for the lock,
+        /// doing nothing else, before it says `BEGIN`.
+        awaiting: Option<WriterGuard>,
         readers: Vec<ReaderGuard>,
     }
 
-    fn churn(path: PathBuf, seed: u64, witness: File, control: Arc<Control>) {
+    fn churn(
+        path: PathBuf,
+        lease: Option<Duration>,
+        seed: u64,
+        witness: File,
+        control: Arc<Control>,
+    ) {
         let mut w = Worker {
             path,
+            lease,
             rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             pid: std::process::id(),
             ops: 0,
             witness,
             lock: None,
             writer: None,
+            awaiting: None,
             readers: Vec::new(),
         };
         loop {
@@ -675,11 +718,12 @@ mod torture {
                 let mut pause = control.state.lock();
                 if pause.wanted {
                     pause.report = format!(
-                        "ok open={} readers={} writer={} ops={}",
+                        "ok open={} readers={} writer={} ops={} awaiting={}",
                         w.lock.is_some() as u8,
                         w.readers.len(),
                         w.writer.as_ref().map_or(0, |g| g.generation()),
-                        w.ops
+                        w.ops,
+                        w.awaiting.as_ref().map_or(0, |g| g.generation()),
                     );
                     pause.parked = true;
                     control.changed.notify_all();
@@ -729,8 +773,16 @@ mod torture {
         }
 
         fn step(&mut self) {
+            if self.awaiting.is_some() {
+                self.await_witness();
+                return;
+            }
             let Some(lock) = self.lock.clone() else {
-                match ShmLock::open(&self.path) {
+                let mut options = Options::new();
+                if let Some(lease) = self.lease {
+                    options = options.lease(lease);
+                }
+                match ShmLock::open_with(&self.path, &options) {
                     Ok(lock) => {
                         let text = format!("OPEN {:?} {}", lock.open_state(), self.pid);
                         self.record(&text);
@@ -766,15 +818,10 @@ mod torture {
                 }
                 38..=72 => {
                     if let Some(g) = &self.writer {
-                        let generation = g.generation();
                         let beat = g.heartbeat();
                         let current = g.is_current();
                         if beat.is_err() || !current {
-                            let text = format!(
-                                "DEPOSED {generation} {} heartbeat={beat:?} current={current}",
-                                self.pid
-                            );
-                            self.record(&text);
+                            self.deposed(&format!("heartbeat={beat:?} current={current}"));
                         }
                     }
                 }
@@ -792,9 +839,13 @@ mod torture {
                             .owner
                             .as_ref()
                             .is_some_and(|o| o.alive && o.generation == g.generation());
-                        if !ok {
+                        // Once the page names another owner this claim can never be
+                        // current again: deposed (by a lease), unless it still says so.
+                        if !ok && g.is_current() {
                             let text = format!("ERROR {} snapshot owner {:?}", self.pid, s.owner);
                             self.record(&text);
+                        } else if !ok {
+                            self.deposed("snapshot names another owner");
                         }
                     }
                     if s.reader_count < self.readers.len() as u64 {
@@ -815,26 +866,89 @@ mod torture {
             }
         }
 
-        /// Just claimed: take the witness lock (it must be free), then say so.
+        /// Just claimed: take the witness lock, then say so. A lease takeover says so
+        /// first (`LEASE new-generation pid old-generation old-pid`). The lock must be free,
+        /// unless a process deposed by a lease has not noticed yet: then say whom it waits
+        /// for (`OVERLAP generation pid holder`, which the checker accepts only for a
+        /// holder named by a `LEASE` record) and wait for the lock, parkable, before
+        /// `BEGIN`.
         fn begin(&mut self, guard: WriterGuard) {
             let generation = guard.generation();
+            if let Some(Takeover::LeaseExpired {
+                pid,
+                generation: old,
+                ..
+            }) = guard.takeover()
+            {
+                let text = format!("LEASE {generation} {} {old} {pid}", self.pid);
+                self.record(&text);
+            }
             match posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixTry) {
-                Ok(true) => {}
+                Ok(true) => self.began(guard),
                 Ok(false) => {
                     let holder = posix_holder(&self.witness);
                     let text = format!("OVERLAP {generation} {} {holder}", self.pid);
                     self.record(&text);
-                    if let Err(e) =
-                        posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixBlocking)
-                    {
-                        self.error("witness lock", e);
-                    }
+                    self.awaiting = Some(guard);
                 }
-                Err(e) => self.error("witness lock", e),
+                Err(e) => {
+                    self.error("witness lock", e);
+                    self.began(guard);
+                }
             }
-            let text = format!("BEGIN {generation} {}", self.pid);
+        }
+
+        /// Holding the witness lock: say `BEGIN`, and own.
+        fn began(&mut self, guard: WriterGuard) {
+            let text = format!("BEGIN {} {}", guard.generation(), self.pid);
             self.record(&text);
             self.writer = Some(guard);
+        }
+
+        /// Waiting for the witness lock after a claim: take it if it is free now. A claim
+        /// deposed meanwhile gives the lock (and the role) back without owning.
+        fn await_witness(&mut self) {
+            match posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixTry) {
+                Ok(true) => {
+                    let guard = self.awaiting.take().expect("awaiting");
+                    if guard.is_current() {
+                        self.began(guard);
+                    } else {
+                        let text = format!(
+                            "DEPOSED {} {} before it began",
+                            guard.generation(),
+                            self.pid
+                        );
+                        self.record(&text);
+                        self.unlock_witness();
+                        if guard.release().is_ok() {
+                            self.error("release", "a deposed claim released");
+                        }
+                    }
+                }
+                Ok(false) => std::thread::sleep(Duration::from_micros(100)),
+                Err(e) => self.error("witness lock", e),
+            }
+        }
+
+        /// The owning claim learnt it was deposed: say so, stop believing it owns (drop the
+        /// witness lock), and check its release changes nothing.
+        fn deposed(&mut self, how: &str) {
+            let Some(guard) = self.writer.take() else {
+                return;
+            };
+            let text = format!("DEPOSED {} {} {how}", guard.generation(), self.pid);
+            self.record(&text);
+            self.unlock_witness();
+            if guard.release().is_ok() {
+                self.error("release", "a deposed claim released");
+            }
+        }
+
+        fn unlock_witness(&mut self) {
+            if let Err(e) = posix_or_ofd_lock(&self.witness, libc::F_UNLCK, Wait::PosixTry) {
+                self.error("witness unlock", e);
+            }
         }
 
         /// About to release: say so, drop the witness lock, then release.
@@ -845,9 +959,7 @@ mod torture {
             let generation = guard.generation();
             let text = format!("END {generation} {}", self.pid);
             self.record(&text);
-            if let Err(e) = posix_or_ofd_lock(&self.witness, libc::F_UNLCK, Wait::PosixTry) {
-                self.error("witness unlock", e);
-            }
+            self.unlock_witness();
             if let Err(e) = guard.release() {
                 let text = format!("DEPOSED {generation} {} release: {e}", self.pid);
                 self.record(&text);
