@@ -281,6 +281,7 @@ struct Figures {
 }
 
 /// One look at the whole system with every child parked between operations.
+#[allow(clippy::too_many_arguments)] // the run's whole state, spelled out
 fn check_all(
     seed: u64,
     lock_path: &Path,
