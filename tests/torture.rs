@@ -5,14 +5,22 @@
 //! `cargo test --test torture` runs 1,000 kills (the default); `SHMLOCK_TORTURE_KILLS=100000`
 //! runs more, and `SHMLOCK_TORTURE_SEED=<n>` replays one seed. See RELIABILITY.md.
 //!
+//! Half the children declare a lease with their claims, and the test SIGSTOPs a child
+//! (usually the owner) for longer than the lease now and then, so lease takeovers of live
+//! owners happen inside the witness too.
+//!
 //! The witness is independent of the library: each churning child (`shmlock agent`'s
 //! `churn` command) holds a POSIX write lock on byte 0 of a separate witness file for
 //! exactly as long as it believes it owns the writer role, and appends fixed-size records
-//! (`BEGIN gen pid`, `END gen pid`) under it. A child that finds the witness lock taken
-//! right after its claim succeeded records `OVERLAP`. The checker here reads those records
-//! and fails on an overlap, a generation that does not increase, an `END` that does not
-//! close the open `BEGIN`, a `BEGIN` while a live owner's `BEGIN` is open, or any `ERROR`
-//! or `DEPOSED` a child reported.
+//! (`BEGIN gen pid`, `END gen pid`) under it. A claim that took over a live owner by its
+//! lease records `LEASE gen pid old-gen old-pid`; a child that finds the witness lock taken
+//! right after its claim succeeded records `OVERLAP gen pid holder` and waits for the lock;
+//! a child that learns it was deposed records `DEPOSED gen pid` and drops the lock. The
+//! checker here reads those records and fails on an overlap whose holder no `LEASE` record
+//! deposed, a `DEPOSED` no `LEASE` record explains (or of a child that declared no lease),
+//! a generation that does not increase, an `END` that does not close the open `BEGIN`, a
+//! `BEGIN` while an owner that was neither killed nor deposed by a lease has its `BEGIN`
+//! open, or any `ERROR` a child reported.
 
 #[path = "../cli/src/driver.rs"]
 #[allow(dead_code)]
@@ -47,11 +55,30 @@ struct WitnessState {
     takeovers_of_killed_owners: u64,
     opens: BTreeMap<String, u64>,
     records: u64,
+    /// Claims (generation, pid) that a `LEASE` record says were deposed by a lease.
+    lease_victims: HashSet<(u64, u32)>,
+    /// `LEASE` records: takeovers of live owners whose declared lease had expired.
+    lease_takeovers: u64,
+    /// `BEGIN`s over an owner deposed by a lease that had not noticed yet.
+    begins_over_lease_victims: u64,
+    /// `DEPOSED` records: a lease victim noticed and stepped down.
+    depositions_noticed: u64,
+    /// `DEPOSED` records not (yet) explained by a `LEASE` record: the victim may notice
+    /// before its successor writes `LEASE`; each must be explained by the end.
+    unexplained_depositions: Vec<(u64, u32)>,
+    /// `OVERLAP`s whose holder was a lease victim (the claimant waited for it).
+    overlaps_with_lease_victims: u64,
 }
 
 impl WitnessState {
-    /// Check a run of records; `killed` holds every pid the test has SIGKILLed.
-    fn check(&mut self, bytes: &[u8], killed: &HashSet<u32>) -> Result<(), String> {
+    /// Check a run of records; `killed` holds every pid the test has SIGKILLed, `leased`
+    /// every pid whose claims declared a lease.
+    fn check(
+        &mut self,
+        bytes: &[u8],
+        killed: &HashSet<u32>,
+        leased: &HashSet<u32>,
+    ) -> Result<(), String> {
         if bytes.len() % RECORD != 0 {
             return Err(format!(
                 "the witness log holds a torn record ({} bytes)",
@@ -78,12 +105,15 @@ impl WitnessState {
                         ));
                     }
                     if let Some((g, p)) = self.owner {
-                        if !killed.contains(&p) {
+                        if self.lease_victims.contains(&(g, p)) {
+                            self.begins_over_lease_victims += 1;
+                        } else if killed.contains(&p) {
+                            self.takeovers_of_killed_owners += 1;
+                        } else {
                             return Err(format!(
-                                "pid {pid} began generation {generation} while pid {p} (generation {g}) still owned and was never killed"
+                                "pid {pid} began generation {generation} while pid {p} (generation {g}) still owned, was never killed and was not deposed by a lease"
                             ));
                         }
-                        self.takeovers_of_killed_owners += 1;
                     }
                     self.owner = Some((generation, pid));
                     self.last_generation = generation;
@@ -98,6 +128,46 @@ impl WitnessState {
                         ));
                     }
                     self.owner = None;
+                }
+                Some("LEASE") => {
+                    let (generation, pid) = (num(1)?, num(2)? as u32);
+                    let (old, victim) = (num(3)?, num(4)? as u32);
+                    if !leased.contains(&victim) {
+                        return Err(format!(
+                            "pid {pid} (generation {generation}) took over pid {victim} by a lease it never declared"
+                        ));
+                    }
+                    if generation <= old || victim == pid {
+                        return Err(format!("a lease takeover that cannot be: {line}"));
+                    }
+                    self.lease_victims.insert((old, victim));
+                    self.unexplained_depositions.retain(|&d| d != (old, victim));
+                    self.lease_takeovers += 1;
+                }
+                Some("DEPOSED") => {
+                    let (generation, pid) = (num(1)?, num(2)? as u32);
+                    if !leased.contains(&pid) {
+                        return Err(format!(
+                            "pid {pid}, which declared no lease, was deposed alive: {}",
+                            line.trim_end()
+                        ));
+                    }
+                    if !self.lease_victims.contains(&(generation, pid)) {
+                        self.unexplained_depositions.push((generation, pid));
+                    }
+                    if self.owner == Some((generation, pid)) {
+                        self.owner = None;
+                    }
+                    self.depositions_noticed += 1;
+                }
+                Some("OVERLAP")
+                    if num(3).is_ok_and(|holder| {
+                        self.lease_victims
+                            .iter()
+                            .any(|&(_, victim)| victim as u64 == holder)
+                    }) =>
+                {
+                    self.overlaps_with_lease_victims += 1;
                 }
                 Some("OPEN") => {
                     *self
@@ -147,9 +217,17 @@ struct Child {
     agent: Agent,
 }
 
-fn spawn_churner(path: &Path, witness: &Path, seed: u64) -> Child {
+/// The lease that leased children declare, in ms. A stop lasts longer than this.
+const LEASE_MS: u64 = 25;
+
+fn spawn_churner(path: &Path, witness: &Path, seed: u64, lease: bool) -> Child {
     let mut agent = Agent::spawn(Path::new(EXE), path).expect("spawn agent");
-    agent.ok(&format!("churn {seed} {}", witness.display()));
+    let lease = if lease {
+        format!(" {LEASE_MS}")
+    } else {
+        String::new()
+    };
+    agent.ok(&format!("churn {seed} {}{lease}", witness.display()));
     Child { agent }
 }
 
@@ -161,6 +239,8 @@ struct Report {
     readers: u64,
     writer: u64,
     ops: u64,
+    /// A claim waiting for a lease victim to drop the witness lock.
+    awaiting: u64,
 }
 
 fn pause(child: &mut Child) -> Report {
@@ -185,6 +265,7 @@ fn read_pause(child: &mut Child) -> Report {
         readers: field("readers"),
         writer: field("writer"),
         ops: field("ops"),
+        awaiting: field("awaiting"),
     }
 }
 
@@ -196,9 +277,11 @@ struct Figures {
     child_ops: u64,
     max_takeovers_counter: u64,
     deferred_reaps: u64,
+    stops: u64,
 }
 
 /// One look at the whole system with every child parked between operations.
+#[allow(clippy::too_many_arguments)] // the run's whole state, spelled out
 fn check_all(
     seed: u64,
     lock_path: &Path,
@@ -206,6 +289,7 @@ fn check_all(
     children: &mut [Child],
     state: &mut WitnessState,
     killed: &HashSet<u32>,
+    leased: &HashSet<u32>,
     figures: &mut Figures,
 ) -> Vec<Report> {
     // Every pause is in flight before the first answer is awaited.
@@ -219,7 +303,7 @@ fn check_all(
             figures.kills
         )
     };
-    if let Err(e) = state.check(&drain_witness(witness), killed) {
+    if let Err(e) = state.check(&drain_witness(witness), killed, leased) {
         fail(e);
     }
     let owners: Vec<&Report> = reports.iter().filter(|r| r.writer != 0).collect();
@@ -279,10 +363,22 @@ fn check_all(
             snap.reader_count
         ));
     }
-    match (owners.first(), &snap.owner) {
+    // The page's owner is the child that believes it owns — or, after a lease takeover
+    // its victim has not noticed yet, the child waiting for the victim's witness lock.
+    let is_victim = |o: &&Report| state.lease_victims.contains(&(o.writer, o.pid));
+    let believer = owners.first();
+    match (believer, &snap.owner) {
         (None, None) => {}
         (Some(o), Some(info)) if info.alive && info.generation == o.writer && info.pid == o.pid => {
         }
+        (o, Some(info))
+            if info.alive
+                && o.is_none_or(is_victim)
+                && reports
+                    .iter()
+                    .any(|r| r.pid == info.pid && r.awaiting == info.generation) => {}
+        // The victim's successor died before it began, and was reaped.
+        (Some(o), None) if is_victim(o) => {}
         (o, info) => fail(format!(
             "the page's owner {info:?} does not match the children's {o:?}"
         )),
@@ -314,9 +410,16 @@ fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Durat
     let witness = dir.path().join("witness.log");
     File::create(&witness).unwrap();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut children: Vec<Child> = (0..width)
-        .map(|_| spawn_churner(&lock_path, &witness, rng.u64(..)))
-        .collect();
+    let mut leased = HashSet::new();
+    let spawn = |rng: &mut fastrand::Rng, leased: &mut HashSet<u32>| {
+        let lease = rng.bool();
+        let child = spawn_churner(&lock_path, &witness, rng.u64(..), lease);
+        if lease {
+            leased.insert(child.agent.pid);
+        }
+        child
+    };
+    let mut children: Vec<Child> = (0..width).map(|_| spawn(&mut rng, &mut leased)).collect();
     let mut killed = HashSet::new();
     let mut state = WitnessState::default();
     let mut figures = Figures::default();
@@ -326,6 +429,31 @@ fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Durat
         // Let the children run for a random while: this spreads the kill points over
         // every operation (it is workload timing, not synchronisation).
         std::thread::sleep(Duration::from_micros(rng.u64(0..1500)));
+        if rng.u32(0..25) == 0 {
+            // Pause a child past the lease (the owner at the last look if it declared a
+            // lease, else any child): others may take the role over by its lease while it
+            // is stopped; once continued, it must learn it was deposed and change nothing.
+            let owner = last_reports
+                .iter()
+                .position(|r| r.writer != 0 && leased.contains(&r.pid));
+            let i = owner.unwrap_or_else(|| rng.usize(0..width));
+            let stopped = &children[i].agent;
+            stopped.signal(Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(LEASE_MS + rng.u64(1..=LEASE_MS)));
+            stopped.signal(Signal::SIGCONT);
+            figures.stops += 1;
+            last_reports = check_all(
+                seed,
+                &lock_path,
+                &witness,
+                &mut children,
+                &mut state,
+                &killed,
+                &leased,
+                &mut figures,
+            );
+            continue;
+        }
         let victims: Vec<usize> = if rng.u32(0..40) == 0 {
             figures.massacres += 1;
             (0..width).collect()
@@ -346,7 +474,7 @@ fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Durat
             old.signal(Signal::SIGKILL);
         }
         for &i in &victims {
-            let fresh = spawn_churner(&lock_path, &witness, rng.u64(..));
+            let fresh = spawn(&mut rng, &mut leased);
             std::mem::replace(&mut children[i], fresh).agent.kill();
             figures.kills += 1;
             figures.child_ops += last_ops[i];
@@ -365,6 +493,7 @@ fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Durat
             &mut children,
             &mut state,
             &killed,
+            &leased,
             &mut figures,
         );
         // A child's ops count only grows while it lives; remember the latest.
@@ -374,6 +503,12 @@ fn torture(kills: u64, seed: u64, width: usize) -> (Figures, WitnessState, Durat
         last_reports = reports;
     }
     figures.child_ops += last_ops.iter().sum::<u64>();
+    if !state.unexplained_depositions.is_empty() {
+        panic!(
+            "seed {seed}: deposed, but no LEASE record says by whom: {:?}",
+            state.unexplained_depositions
+        );
+    }
     (figures, state, started.elapsed())
 }
 
@@ -386,7 +521,9 @@ fn crash_torture_never_two_owners_generations_increase_readers_balance() {
     println!(
         "crash torture: seed {seed}: {} kills ({} massacres), {} checks, {} claims witnessed, \
          {} takeovers of killed owners witnessed, {} witness records, ~{} child operations, \
-         opens {:?}, page takeover counter {}, {} deferred reaps, {:.1} s, failures 0",
+         opens {:?}, page takeover counter {}, {} deferred reaps, {} stops past the lease, \
+         {} lease takeovers ({} BEGINs over an unnoticing victim, {} claimants waited for one, \
+         {} depositions noticed), {:.1} s, failures 0",
         figures.kills,
         figures.massacres,
         figures.checks,
@@ -397,6 +534,11 @@ fn crash_torture_never_two_owners_generations_increase_readers_balance() {
         state.opens,
         figures.max_takeovers_counter,
         figures.deferred_reaps,
+        figures.stops,
+        state.lease_takeovers,
+        state.begins_over_lease_victims,
+        state.overlaps_with_lease_victims,
+        state.depositions_noticed,
         elapsed.as_secs_f64()
     );
     assert!(figures.kills >= kills);
@@ -404,6 +546,10 @@ fn crash_torture_never_two_owners_generations_increase_readers_balance() {
     assert!(
         state.takeovers_of_killed_owners > 0 || kills < 100,
         "no owner was ever killed while owning: the torture did not reach the takeover path"
+    );
+    assert!(
+        state.lease_takeovers > 0 || kills < 1000,
+        "no lease takeover happened: the torture did not reach the lease path"
     );
 }
 
@@ -417,10 +563,14 @@ fn witness_checker_rejects_overlap_reuse_and_unmatched_records() {
         b
     }
     let killed: HashSet<u32> = [7].into_iter().collect();
-    let run = |records: &[&str]| {
+    // Pids 1 and 2 declared a lease; 3 did not.
+    let leased: HashSet<u32> = [1, 2].into_iter().collect();
+    let run_state = |records: &[&str]| {
         let bytes: Vec<u8> = records.iter().flat_map(|r| rec(r)).collect();
-        WitnessState::default().check(&bytes, &killed)
+        let mut state = WitnessState::default();
+        state.check(&bytes, &killed, &leased).map(|()| state)
     };
+    let run = |records: &[&str]| run_state(records).map(|_| ());
     assert!(run(&["BEGIN 5 1", "END 5 1", "BEGIN 6 7", "BEGIN 9 2", "END 9 2"]).is_ok());
     assert!(
         run(&["BEGIN 5 1", "BEGIN 6 2"]).is_err(),
@@ -436,11 +586,50 @@ fn witness_checker_rejects_overlap_reuse_and_unmatched_records() {
     );
     assert!(run(&["BEGIN 5 1", "END 6 1"]).is_err(), "unmatched END");
     assert!(run(&["OVERLAP 5 1 2"]).is_err());
-    assert!(run(&["DEPOSED 5 1 heartbeat"]).is_err());
+    assert!(run(&["DEPOSED 5 3 heartbeat"]).is_err());
     assert!(run(&["ERROR 1 open: boom"]).is_err());
     let mut torn = rec("BEGIN 5 1");
     torn.truncate(40);
-    assert!(WitnessState::default().check(&torn, &killed).is_err());
+    assert!(WitnessState::default()
+        .check(&torn, &killed, &leased)
+        .is_err());
+    // Lease takeovers: the victim announced by LEASE may notice late, its successor waits.
+    assert!(run(&["BEGIN 5 1", "LEASE 6 2 5 1", "DEPOSED 5 1", "BEGIN 6 2"]).is_ok());
+    let waited = run_state(&[
+        "BEGIN 5 1",
+        "LEASE 6 3 5 1",
+        "OVERLAP 6 3 1",
+        "END 5 1",
+        "DEPOSED 5 1 release",
+        "BEGIN 6 3",
+        "END 6 3",
+    ])
+    .unwrap();
+    assert_eq!(
+        (waited.lease_takeovers, waited.overlaps_with_lease_victims),
+        (1, 1)
+    );
+    // The victim noticed before its successor said LEASE: explained later.
+    let early = run_state(&["BEGIN 5 1", "DEPOSED 5 1", "LEASE 6 2 5 1", "BEGIN 6 2"]).unwrap();
+    assert!(early.unexplained_depositions.is_empty());
+    let never = run_state(&["BEGIN 5 1", "DEPOSED 5 1"]).unwrap();
+    assert_eq!(never.unexplained_depositions, [(5, 1)], "never explained");
+    assert!(
+        run(&["BEGIN 5 3", "LEASE 6 2 5 3"]).is_err(),
+        "a lease the owner never declared"
+    );
+    assert!(
+        run(&["BEGIN 5 3", "DEPOSED 5 3"]).is_err(),
+        "lease-less deposed"
+    );
+    assert!(
+        run(&["BEGIN 5 1", "OVERLAP 6 2 1"]).is_err(),
+        "overlap without a lease takeover"
+    );
+    assert!(
+        run(&["BEGIN 5 1", "BEGIN 6 2"]).is_err(),
+        "a leased owner overlapped without a LEASE record"
+    );
 }
 
 /// A real process that finds another holding the witness lock after its claim records an
@@ -462,7 +651,7 @@ fn witness_fires_when_another_process_believes_it_owns() {
     f.l_whence = libc::SEEK_SET as libc::c_short;
     f.l_len = 1;
     fcntl(held.as_fd(), FcntlArg::F_SETLK(&f)).expect("take the witness lock");
-    let mut child = spawn_churner(&lock_path, &witness, 1);
+    let mut child = spawn_churner(&lock_path, &witness, 1, false);
     // The child claims within its first few operations and then blocks on the witness
     // lock; watch the log (bounded) for its OVERLAP record.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -482,7 +671,7 @@ fn witness_fires_when_another_process_believes_it_owns() {
     assert!(log.contains("OVERLAP"), "no OVERLAP record: {log}");
     let report = pause(&mut child);
     let bytes = drain_witness(&witness);
-    let verdict = WitnessState::default().check(&bytes, &HashSet::new());
+    let verdict = WitnessState::default().check(&bytes, &HashSet::new(), &HashSet::new());
     assert!(
         verdict.as_ref().is_err_and(|e| e.contains("OVERLAP")),
         "{verdict:?}, {report:?}"

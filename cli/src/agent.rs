@@ -6,17 +6,31 @@
 //!
 //! | command | answer |
 //! |---|---|
-//! | `open [LEASE_MS]` | `ok <open-state> <member-index> <pid>` |
+//! | `open [LEASE_MS] [lease=MS] [floor=F]` | `ok <open-state> <member-index> <pid>` (the lease is declared with this handle's claims; claims get generations above F) |
 //! | `try_claim` | `ok <generation>` |
 //! | `claim <TIMEOUT_MS>` | `ok <generation> <boottime-ns-when-claimed>` |
+//! | `spawn_claim <TIMEOUT_MS>` | `ok` (a thread runs `claim`; the agent keeps serving commands) |
+//! | `claim_result` | what `claim` answers, once the spawned claim returns |
 //! | `heartbeat` | `ok` |
 //! | `heartbeat_loop <INTERVAL_MS>` | `ok` (a thread heartbeats until the writer is released) |
+//! | `heartbeat_forever <INTERVAL_MS>` | `ok <loop-id>` (a thread heartbeats the current guard until the process ends, deposed or not, counting outcomes) |
+//! | `beats <LOOP_ID>` | `ok ok=<n> deposed=<n> other=<n>` |
 //! | `is_current` | `ok true` / `ok false` |
 //! | `release` | `ok` |
-//! | `attach` / `detach` | `ok <readers-held-by-this-agent>` |
-//! | `snapshot` | `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n> dead=<n>` |
+//! | `publish <V>` | `ok` |
+//! | `published` | `ok <version>` |
+//! | `wait_published <AFTER> <TIMEOUT_MS>` | `ok <version>` / `err timeout …` |
+//! | `oldest` | `ok <version>` / `ok none` |
+//! | `wait_readers_past <V> <TIMEOUT_MS>` | `ok` / `err timeout …` (through the current writer guard) |
+//! | `attach` | `ok <readers-held-by-this-agent> <pinned-version>` |
+//! | `detach` | `ok <readers-held-by-this-agent>` (the latest attached) |
+//! | `detach_version <V>` | `ok <readers-held-by-this-agent>` (one guard pinning V) |
+//! | `snapshot` | `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n> dead=<n> waiting=<n> published=<v> oldest=<v or ->` |
 //! | `reap` | `ok <members-reaped> <readers-cleared>` |
 //! | `now` | `ok <boottime-ns>` |
+//! | `fork_child` | `ok <pid>` (a child forked without exec that sleeps in `pause()` until killed) |
+//! | `kill_child <PID>` | `ok` (SIGKILLs and reaps a child from `fork_child`) |
+//! | `watchers` | `ok <n>`: death-watcher threads the library logged starting in this process |
 //! | `exit` | (exits 0) |
 //!
 //! Reliability-test commands (tests/torture.rs, tests/reliability.rs, tests/security.rs):
@@ -27,14 +41,15 @@
 //! | `inspect` | `ok none` / `ok owner=<pid or -> alive=<bool> generation=<g> readers=<n> members=<n>` |
 //! | `race_arm <GATE> <PATH>` | `ok` (a thread waits for a shared lock on GATE's byte 0, then opens PATH) |
 //! | `race_result` | `ok <open-state>` (the armed open's outcome; the handle is kept) |
-//! | `churn <SEED> <WITNESS>` | `ok` (a thread runs random operations, logging to WITNESS; see [`torture`]) |
-//! | `pause` | `ok open=<0/1> readers=<n> writer=<generation or 0> ops=<n>` (churn parked between operations) |
+//! | `churn <SEED> <WITNESS> [LEASE_MS]` | `ok` (a thread runs random operations, logging to WITNESS, its claims declaring the lease; see [`torture`]) |
+//! | `pause` | `ok open=<0/1> readers=<n> writer=<generation or 0> ops=<n> awaiting=<generation or 0>` (churn parked between operations) |
 //! | `resume` | `ok` |
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use shmlock::{Error, Options, ReaderGuard, ShmLock, WriterGuard};
@@ -51,6 +66,12 @@ fn error_kind(e: &Error) -> &'static str {
         Error::WriterBusy { .. } => "busy",
         Error::Deposed { .. } => "deposed",
         Error::AlreadyWriter => "already_writer",
+        Error::VersionNotIncreasing { .. } => "version_not_increasing",
+        Error::VersionTooLarge { .. } => "version_too_large",
+        Error::Timeout { .. } => "timeout",
+        Error::ProvisioningDisabled { .. } => "provisioning_disabled",
+        Error::DataPathIsLockFile { .. } => "data_path_is_lock_file",
+        Error::TooManyReaders { .. } => "too_many_readers",
         Error::TooManyProcesses { .. } => "too_many_processes",
         Error::Corrupt { .. } => "corrupt",
         Error::IncompatibleVersion { .. } => "incompatible_version",
@@ -62,18 +83,71 @@ fn error_kind(e: &Error) -> &'static str {
     }
 }
 
+/// Counts the library's log records that say a death watcher started (`watchers`). The
+/// agent prints no log: its stdout is the command channel, and the tests read stderr.
+struct WatcherCounter;
+
+static WATCHERS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+impl log::Log for WatcherCounter {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("shmlock")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.target() == "shmlock::watch"
+            || record.args().to_string().contains("death watcher")
+        {
+            WATCHERS_STARTED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Outcomes of one `heartbeat_forever` loop.
+#[derive(Default)]
+struct Beats {
+    ok: AtomicU64,
+    deposed: AtomicU64,
+    other: AtomicU64,
+}
+
 struct State {
     path: PathBuf,
     lock: Option<ShmLock>,
     writer: Option<Arc<WriterGuard>>,
+    /// Earlier guards of this process (deposed, usually) that a loop may still use.
+    old_writers: Vec<Arc<WriterGuard>>,
     heartbeating: Arc<AtomicBool>,
+    heartbeat_thread: Option<JoinHandle<()>>,
+    beat_loops: Vec<Arc<Beats>>,
+    spawned_claim: Option<JoinHandle<Result<(WriterGuard, u64), String>>>,
     readers: Vec<ReaderGuard>,
+    children: Vec<nix::unistd::Pid>,
     reliability: torture::Commands,
+}
+
+fn fail(e: Error) -> String {
+    format!("err {} {}", error_kind(&e), e)
 }
 
 impl State {
     fn lock(&self) -> Result<&ShmLock, String> {
         self.lock.as_ref().ok_or_else(|| "err not_open".to_string())
+    }
+
+    fn writer(&self) -> Result<&Arc<WriterGuard>, String> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| "err no_writer".to_string())
+    }
+
+    /// Keep `guard` as the current writer; an earlier one stays alive for its loops.
+    fn set_writer(&mut self, guard: WriterGuard) {
+        if let Some(old) = self.writer.replace(Arc::new(guard)) {
+            self.old_writers.push(old);
+        }
     }
 
     fn run(&mut self, line: &str) -> Result<String, String> {
@@ -83,12 +157,17 @@ impl State {
             w.and_then(|a| a.parse().ok())
                 .ok_or_else(|| format!("err usage {cmd} needs a number"))
         };
-        let fail = |e: Error| format!("err {} {}", error_kind(&e), e);
         match cmd {
             "open" => {
                 let mut options = Options::new();
-                if let Some(ms) = words.next() {
-                    options = options.lease(Duration::from_millis(arg(Some(ms))?));
+                for word in words {
+                    let (key, value) = word.split_once('=').unwrap_or(("lease", word));
+                    let value = arg(Some(value))?;
+                    options = match key {
+                        "lease" => options.lease(Duration::from_millis(value)),
+                        "floor" => options.generation_floor(value),
+                        _ => return Err(format!("err usage open: unknown option {key:?}")),
+                    };
                 }
                 let lock = ShmLock::open_with(&self.path, &options).map_err(fail)?;
                 let answer = format!(
@@ -111,55 +190,141 @@ impl State {
                 .map_err(fail)?;
                 let at = boottime_ns();
                 let answer = format!("ok {} {at}", guard.generation());
-                self.writer = Some(Arc::new(guard));
+                self.set_writer(guard);
+                Ok(answer)
+            }
+            "spawn_claim" => {
+                let lock = self.lock()?.clone();
+                let timeout = Duration::from_millis(arg(words.next())?);
+                if self.spawned_claim.is_some() {
+                    return Err("err usage a spawned claim is pending".into());
+                }
+                self.spawned_claim = Some(std::thread::spawn(move || {
+                    let guard = lock.claim_writer(timeout).map_err(fail)?;
+                    Ok((guard, boottime_ns()))
+                }));
+                Ok("ok".into())
+            }
+            "claim_result" => {
+                let claim = self.spawned_claim.take().ok_or("err no_spawned_claim")?;
+                let (guard, at) = claim
+                    .join()
+                    .map_err(|_| "err other the claim panicked".to_string())??;
+                let answer = format!("ok {} {at}", guard.generation());
+                self.set_writer(guard);
                 Ok(answer)
             }
             "heartbeat" => {
-                let w = self.writer.as_ref().ok_or("err no_writer")?;
-                w.heartbeat().map_err(fail)?;
+                self.writer()?.heartbeat().map_err(fail)?;
                 Ok("ok".into())
             }
             "heartbeat_loop" => {
-                let w = Arc::clone(self.writer.as_ref().ok_or("err no_writer")?);
+                let w = Arc::clone(self.writer()?);
                 let interval = Duration::from_millis(arg(words.next())?);
                 let running = Arc::clone(&self.heartbeating);
                 running.store(true, Ordering::SeqCst);
-                std::thread::spawn(move || {
+                self.heartbeat_thread = Some(std::thread::spawn(move || {
                     while running.load(Ordering::SeqCst) && w.heartbeat().is_ok() {
                         std::thread::sleep(interval);
                     }
-                });
+                }));
                 Ok("ok".into())
             }
-            "is_current" => {
-                let w = self.writer.as_ref().ok_or("err no_writer")?;
-                Ok(format!("ok {}", w.is_current()))
+            "heartbeat_forever" => {
+                let w = Arc::clone(self.writer()?);
+                let interval = Duration::from_millis(arg(words.next())?);
+                let beats = Arc::new(Beats::default());
+                let counts = Arc::clone(&beats);
+                std::thread::spawn(move || loop {
+                    match w.heartbeat() {
+                        Ok(()) => &counts.ok,
+                        Err(Error::Deposed { .. }) => &counts.deposed,
+                        Err(_) => &counts.other,
+                    }
+                    .fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(interval);
+                });
+                self.beat_loops.push(beats);
+                Ok(format!("ok {}", self.beat_loops.len() - 1))
             }
+            "beats" => {
+                let id = arg(words.next())? as usize;
+                let b = self.beat_loops.get(id).ok_or("err no_such_loop")?;
+                Ok(format!(
+                    "ok ok={} deposed={} other={}",
+                    b.ok.load(Ordering::SeqCst),
+                    b.deposed.load(Ordering::SeqCst),
+                    b.other.load(Ordering::SeqCst)
+                ))
+            }
+            "is_current" => Ok(format!("ok {}", self.writer()?.is_current())),
             "release" => {
                 self.heartbeating.store(false, Ordering::SeqCst);
+                // The heartbeat thread stops within one interval: the release answered
+                // below has happened when the answer is read.
+                if let Some(beating) = self.heartbeat_thread.take() {
+                    let _ = beating.join();
+                }
                 let w = self.writer.take().ok_or("err no_writer")?;
                 match Arc::try_unwrap(w) {
                     Ok(guard) => guard.release().map_err(fail)?,
-                    // The heartbeat thread still holds it: it stops within one interval
-                    // and the last clone's drop releases.
+                    // A `heartbeat_forever` loop still holds it: the role stays held
+                    // until the process ends.
                     Err(shared) => {
-                        if !shared.is_current() {
-                            return Err(fail(Error::Deposed {
+                        return Err(if shared.is_current() {
+                            "err other a heartbeat_forever loop holds this guard".to_string()
+                        } else {
+                            fail(Error::Deposed {
                                 generation: shared.generation(),
-                            }));
-                        }
+                            })
+                        });
                     }
                 }
                 Ok("ok".into())
             }
+            "publish" => {
+                let version = arg(words.next())?;
+                self.writer()?.publish(version).map_err(fail)?;
+                Ok("ok".into())
+            }
+            "published" => Ok(format!("ok {}", self.lock()?.published())),
+            "wait_published" => {
+                let after = arg(words.next())?;
+                let timeout = Duration::from_millis(arg(words.next())?);
+                let version = self.lock()?.wait_published(after, timeout).map_err(fail)?;
+                Ok(format!("ok {version}"))
+            }
+            "oldest" => Ok(match self.lock()?.oldest_pinned() {
+                Some(v) => format!("ok {v}"),
+                None => "ok none".into(),
+            }),
+            "wait_readers_past" => {
+                let version = arg(words.next())?;
+                let timeout = Duration::from_millis(arg(words.next())?);
+                self.writer()?
+                    .wait_readers_past(version, timeout)
+                    .map_err(fail)?;
+                Ok("ok".into())
+            }
             "attach" => {
                 let guard = self.lock()?.attach_reader().map_err(fail)?;
+                let version = guard.version();
                 self.readers.push(guard);
-                Ok(format!("ok {}", self.readers.len()))
+                Ok(format!("ok {} {version}", self.readers.len()))
             }
             "detach" => {
                 let guard = self.readers.pop().ok_or("err no_reader")?;
                 guard.detach().map_err(fail)?;
+                Ok(format!("ok {}", self.readers.len()))
+            }
+            "detach_version" => {
+                let version = arg(words.next())?;
+                let at = self
+                    .readers
+                    .iter()
+                    .position(|g| g.version() == version)
+                    .ok_or("err no_reader")?;
+                self.readers.remove(at).detach().map_err(fail)?;
                 Ok(format!("ok {}", self.readers.len()))
             }
             "snapshot" => {
@@ -169,11 +334,14 @@ impl State {
                     None => ("-".into(), false),
                 };
                 Ok(format!(
-                    "ok owner={owner} alive={alive} generation={} readers={} members={} dead={}",
+                    "ok owner={owner} alive={alive} generation={} readers={} members={} dead={} waiting={} published={} oldest={}",
                     s.generation,
                     s.reader_count,
                     s.members.len(),
-                    s.dead_members().count()
+                    s.dead_members().count(),
+                    s.waiting_claimants,
+                    s.published,
+                    s.oldest_pinned.map_or("-".to_string(), |v| v.to_string())
                 ))
             }
             "reap" => {
@@ -185,20 +353,89 @@ impl State {
                 ))
             }
             "now" => Ok(format!("ok {}", boottime_ns())),
+            "fork_child" => {
+                let child = fork_sleeper().map_err(|e| format!("err io fork: {e}"))?;
+                self.children.push(child);
+                Ok(format!("ok {child}"))
+            }
+            "kill_child" => {
+                let pid = nix::unistd::Pid::from_raw(arg(words.next())? as i32);
+                let at = self
+                    .children
+                    .iter()
+                    .position(|&c| c == pid)
+                    .ok_or("err no_such_child")?;
+                self.children.remove(at);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                nix::sys::wait::waitpid(pid, None).map_err(|e| format!("err io waitpid: {e}"))?;
+                Ok("ok".into())
+            }
+            "watchers" => Ok(format!("ok {}", WATCHERS_STARTED.load(Ordering::SeqCst))),
             "exit" => std::process::exit(0),
             _ => torture::run(self, cmd, words),
         }
     }
 }
 
+/// Fork a child that runs no Rust after the fork: it points its standard streams at
+/// /dev/null (so the driver's pipes see end-of-file when the agent dies) and sleeps in
+/// `pause()` until it is killed — a pre-fork worker that never execs. Returns once the
+/// child has run its fork hooks (the library's included): it says so through a pipe.
+fn fork_sleeper() -> nix::Result<nix::unistd::Pid> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the child calls only async-signal-safe functions (write, open, dup2, close,
+    // pause) with valid descriptors, a one-byte buffer and a NUL-terminated literal, and
+    // never returns from the loop. The fork hooks (the library's too) ran before `fork`
+    // returned in the child, so its one byte says they are done.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+            libc::write(ready_write.as_raw_fd(), b"r".as_ptr().cast(), 1);
+            libc::close(ready_write.as_raw_fd());
+            libc::close(ready_read.as_raw_fd());
+            loop {
+                libc::pause();
+            }
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_write);
+            let mut byte = [0u8; 1];
+            loop {
+                match nix::unistd::read(&ready_read, &mut byte) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(1) => return Ok(child),
+                    Ok(_) => return Err(nix::errno::Errno::EPIPE),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
 /// Serve commands from stdin until `exit` or end of input.
 pub fn run(path: PathBuf) -> i32 {
+    if log::set_logger(&WatcherCounter).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     let mut state = State {
         path,
         lock: None,
         writer: None,
+        old_writers: Vec::new(),
         heartbeating: Arc::new(AtomicBool::new(false)),
+        heartbeat_thread: None,
+        beat_loops: Vec::new(),
+        spawned_claim: None,
         readers: Vec::new(),
+        children: Vec::new(),
         reliability: torture::Commands::default(),
     };
     let stdin = std::io::stdin();
@@ -212,6 +449,10 @@ pub fn run(path: PathBuf) -> i32 {
         {
             break;
         }
+    }
+    for child in state.children.drain(..) {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
     }
     0
 }
@@ -233,10 +474,17 @@ pub fn run(path: PathBuf) -> i32 {
 ///   release — written while holding a POSIX write lock on byte 0 of the WITNESS file, which
 ///   the worker takes (non-blocking) right after the claim returns and drops right before it
 ///   calls `release`. It holds that lock exactly while it believes it owns the writer role;
-/// * `OVERLAP <generation> <pid> <holder-pid>` when that lock was held by someone else
-///   (another process believed it owned at the same moment), then it waits for the lock;
-/// * `DEPOSED …` when a heartbeat, `is_current` or release says a live, lease-less owner
-///   was deposed; `ERROR <pid> <message>` for any other unexpected outcome.
+/// * `LEASE <generation> <pid> <old-generation> <old-pid>` right after a claim that took
+///   the role from a live owner whose declared lease had expired (`churn SEED WITNESS
+///   LEASE_MS` declares one): that owner may still believe it owns until it next looks;
+/// * `OVERLAP <generation> <pid> <holder-pid>` when the witness lock was held by someone
+///   else right after a claim; the worker then waits for the lock (between operations, so
+///   it can still be paused) and says `BEGIN` once it has it. The checker accepts this only
+///   when the holder is an owner a `LEASE` record deposed, and nothing else;
+/// * `DEPOSED <generation> <pid> …` when a heartbeat, `is_current`, a snapshot or release
+///   shows the claim was deposed: the worker then drops the witness lock and the guard
+///   (whose release must fail). The checker accepts it only for a claim a `LEASE` record
+///   deposed; `ERROR <pid> <message>` for any other unexpected outcome.
 ///
 /// The witness uses nothing of the library: a kernel lock on another file and a log. It is
 /// a POSIX (`F_SETLK`) lock, not an OFD lock, on purpose: when a process dies the kernel
@@ -259,7 +507,7 @@ mod torture {
     use nix::fcntl::{fcntl, FcntlArg};
     use nix::libc;
     use parking_lot::{Condvar, Mutex};
-    use shmlock::{Error, ReaderGuard, ShmLock, WriterGuard};
+    use shmlock::{Error, Options, ReaderGuard, ShmLock, Takeover, WriterGuard};
 
     use super::{error_kind, State};
 
@@ -298,6 +546,9 @@ mod torture {
         match cmd {
             "close" => {
                 state.heartbeating.store(false, Ordering::SeqCst);
+                if let Some(beating) = state.heartbeat_thread.take() {
+                    let _ = beating.join();
+                }
                 state.writer = None;
                 state.readers.clear();
                 state.lock = None;
@@ -349,6 +600,12 @@ mod torture {
                     .and_then(|w| w.parse().ok())
                     .ok_or("err usage churn needs a seed")?;
                 let witness = path_arg(words.next(), cmd)?;
+                let lease = match words.next() {
+                    Some(ms) => Some(Duration::from_millis(
+                        ms.parse().map_err(|_| "err usage churn's lease is in ms")?,
+                    )),
+                    None => None,
+                };
                 let witness = OpenOptions::new()
                     .append(true)
                     .open(&witness)
@@ -356,7 +613,7 @@ mod torture {
                 let control = Arc::new(Control::default());
                 let path = state.path.clone();
                 let theirs = Arc::clone(&control);
-                std::thread::spawn(move || churn(path, seed, witness, theirs));
+                std::thread::spawn(move || churn(path, lease, seed, witness, theirs));
                 state.reliability.churn = Some(control);
                 Ok("ok".into())
             }
@@ -382,7 +639,6 @@ mod torture {
 
     enum Wait {
         PosixTry,
-        PosixBlocking,
         OfdBlocking,
     }
 
@@ -397,7 +653,6 @@ mod torture {
         loop {
             let result = match wait {
                 Wait::PosixTry => fcntl(file.as_fd(), FcntlArg::F_SETLK(&f)),
-                Wait::PosixBlocking => fcntl(file.as_fd(), FcntlArg::F_SETLKW(&f)),
                 Wait::OfdBlocking => fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&f)),
             };
             return match result {
@@ -424,24 +679,38 @@ mod torture {
 
     struct Worker {
         path: PathBuf,
+        /// The lease its claims declare (`churn SEED WITNESS LEASE_MS`).
+        lease: Option<Duration>,
         rng: u64,
         pid: u32,
         ops: u64,
         witness: File,
         lock: Option<ShmLock>,
         writer: Option<WriterGuard>,
+        /// A claim that took the role while another process still holds the witness lock
+        /// (a lease takeover whose victim has not noticed yet): it waits for the lock,
+        /// doing nothing else, before it says `BEGIN`.
+        awaiting: Option<WriterGuard>,
         readers: Vec<ReaderGuard>,
     }
 
-    fn churn(path: PathBuf, seed: u64, witness: File, control: Arc<Control>) {
+    fn churn(
+        path: PathBuf,
+        lease: Option<Duration>,
+        seed: u64,
+        witness: File,
+        control: Arc<Control>,
+    ) {
         let mut w = Worker {
             path,
+            lease,
             rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             pid: std::process::id(),
             ops: 0,
             witness,
             lock: None,
             writer: None,
+            awaiting: None,
             readers: Vec::new(),
         };
         loop {
@@ -449,11 +718,12 @@ mod torture {
                 let mut pause = control.state.lock();
                 if pause.wanted {
                     pause.report = format!(
-                        "ok open={} readers={} writer={} ops={}",
+                        "ok open={} readers={} writer={} ops={} awaiting={}",
                         w.lock.is_some() as u8,
                         w.readers.len(),
                         w.writer.as_ref().map_or(0, |g| g.generation()),
-                        w.ops
+                        w.ops,
+                        w.awaiting.as_ref().map_or(0, |g| g.generation()),
                     );
                     pause.parked = true;
                     control.changed.notify_all();
@@ -503,8 +773,16 @@ mod torture {
         }
 
         fn step(&mut self) {
+            if self.awaiting.is_some() {
+                self.await_witness();
+                return;
+            }
             let Some(lock) = self.lock.clone() else {
-                match ShmLock::open(&self.path) {
+                let mut options = Options::new();
+                if let Some(lease) = self.lease {
+                    options = options.lease(lease);
+                }
+                match ShmLock::open_with(&self.path, &options) {
                     Ok(lock) => {
                         let text = format!("OPEN {:?} {}", lock.open_state(), self.pid);
                         self.record(&text);
@@ -540,15 +818,10 @@ mod torture {
                 }
                 38..=72 => {
                     if let Some(g) = &self.writer {
-                        let generation = g.generation();
                         let beat = g.heartbeat();
                         let current = g.is_current();
                         if beat.is_err() || !current {
-                            let text = format!(
-                                "DEPOSED {generation} {} heartbeat={beat:?} current={current}",
-                                self.pid
-                            );
-                            self.record(&text);
+                            self.deposed(&format!("heartbeat={beat:?} current={current}"));
                         }
                     }
                 }
@@ -566,9 +839,13 @@ mod torture {
                             .owner
                             .as_ref()
                             .is_some_and(|o| o.alive && o.generation == g.generation());
-                        if !ok {
+                        // Once the page names another owner this claim can never be
+                        // current again: deposed (by a lease), unless it still says so.
+                        if !ok && g.is_current() {
                             let text = format!("ERROR {} snapshot owner {:?}", self.pid, s.owner);
                             self.record(&text);
+                        } else if !ok {
+                            self.deposed("snapshot names another owner");
                         }
                     }
                     if s.reader_count < self.readers.len() as u64 {
@@ -589,26 +866,89 @@ mod torture {
             }
         }
 
-        /// Just claimed: take the witness lock (it must be free), then say so.
+        /// Just claimed: take the witness lock, then say so. A lease takeover says so
+        /// first (`LEASE new-generation pid old-generation old-pid`). The lock must be free,
+        /// unless a process deposed by a lease has not noticed yet: then say whom it waits
+        /// for (`OVERLAP generation pid holder`, which the checker accepts only for a
+        /// holder named by a `LEASE` record) and wait for the lock, parkable, before
+        /// `BEGIN`.
         fn begin(&mut self, guard: WriterGuard) {
             let generation = guard.generation();
+            if let Some(Takeover::LeaseExpired {
+                pid,
+                generation: old,
+                ..
+            }) = guard.takeover()
+            {
+                let text = format!("LEASE {generation} {} {old} {pid}", self.pid);
+                self.record(&text);
+            }
             match posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixTry) {
-                Ok(true) => {}
+                Ok(true) => self.began(guard),
                 Ok(false) => {
                     let holder = posix_holder(&self.witness);
                     let text = format!("OVERLAP {generation} {} {holder}", self.pid);
                     self.record(&text);
-                    if let Err(e) =
-                        posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixBlocking)
-                    {
-                        self.error("witness lock", e);
-                    }
+                    self.awaiting = Some(guard);
                 }
-                Err(e) => self.error("witness lock", e),
+                Err(e) => {
+                    self.error("witness lock", e);
+                    self.began(guard);
+                }
             }
-            let text = format!("BEGIN {generation} {}", self.pid);
+        }
+
+        /// Holding the witness lock: say `BEGIN`, and own.
+        fn began(&mut self, guard: WriterGuard) {
+            let text = format!("BEGIN {} {}", guard.generation(), self.pid);
             self.record(&text);
             self.writer = Some(guard);
+        }
+
+        /// Waiting for the witness lock after a claim: take it if it is free now. A claim
+        /// deposed meanwhile gives the lock (and the role) back without owning.
+        fn await_witness(&mut self) {
+            match posix_or_ofd_lock(&self.witness, libc::F_WRLCK, Wait::PosixTry) {
+                Ok(true) => {
+                    let guard = self.awaiting.take().expect("awaiting");
+                    if guard.is_current() {
+                        self.began(guard);
+                    } else {
+                        let text = format!(
+                            "DEPOSED {} {} before it began",
+                            guard.generation(),
+                            self.pid
+                        );
+                        self.record(&text);
+                        self.unlock_witness();
+                        if guard.release().is_ok() {
+                            self.error("release", "a deposed claim released");
+                        }
+                    }
+                }
+                Ok(false) => std::thread::sleep(Duration::from_micros(100)),
+                Err(e) => self.error("witness lock", e),
+            }
+        }
+
+        /// The owning claim learnt it was deposed: say so, stop believing it owns (drop the
+        /// witness lock), and check its release changes nothing.
+        fn deposed(&mut self, how: &str) {
+            let Some(guard) = self.writer.take() else {
+                return;
+            };
+            let text = format!("DEPOSED {} {} {how}", guard.generation(), self.pid);
+            self.record(&text);
+            self.unlock_witness();
+            if guard.release().is_ok() {
+                self.error("release", "a deposed claim released");
+            }
+        }
+
+        fn unlock_witness(&mut self) {
+            if let Err(e) = posix_or_ofd_lock(&self.witness, libc::F_UNLCK, Wait::PosixTry) {
+                self.error("witness unlock", e);
+            }
         }
 
         /// About to release: say so, drop the witness lock, then release.
@@ -619,9 +959,7 @@ mod torture {
             let generation = guard.generation();
             let text = format!("END {generation} {}", self.pid);
             self.record(&text);
-            if let Err(e) = posix_or_ofd_lock(&self.witness, libc::F_UNLCK, Wait::PosixTry) {
-                self.error("witness unlock", e);
-            }
+            self.unlock_witness();
             if let Err(e) = guard.release() {
                 let text = format!("DEPOSED {generation} {} release: {e}", self.pid);
                 self.record(&text);

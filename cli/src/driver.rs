@@ -66,6 +66,16 @@ impl Agent {
             .unwrap_or_else(|e| panic!("agent {} did not answer: {e}", self.pid))
     }
 
+    /// The next answer if one arrives within `within` (`None`: none yet).
+    #[allow(dead_code)] // the tests use it; the demo does not
+    pub fn answer_within(&mut self, within: Duration) -> Option<String> {
+        match self.answers.recv_timeout(within) {
+            Ok(answer) => Some(answer),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(e) => panic!("agent {} is gone: {e}", self.pid),
+        }
+    }
+
     /// Send a command and wait for its answer.
     pub fn ask(&mut self, command: &str) -> String {
         self.send(command);
@@ -74,7 +84,19 @@ impl Agent {
 
     /// Send a command that must succeed; the answer's words after `ok`.
     pub fn ok(&mut self, command: &str) -> Vec<String> {
-        let answer = self.ask(command);
+        self.send(command);
+        self.ok_answer_to(command)
+    }
+
+    /// Wait for the answer to a command sent earlier, which must succeed; its words after
+    /// `ok`.
+    #[allow(dead_code)] // the tests use it; the demo does not
+    pub fn ok_answer(&mut self) -> Vec<String> {
+        self.ok_answer_to("the command sent earlier")
+    }
+
+    fn ok_answer_to(&mut self, command: &str) -> Vec<String> {
+        let answer = self.answer();
         let mut words = answer.split_whitespace().map(str::to_string);
         assert_eq!(
             words.next().as_deref(),
