@@ -11,18 +11,31 @@ use loom::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
 use loom_tests::shmlock::page::{
-    owner_generation, owner_slot, owner_word, Invalid, OwnerSlot, ORIGIN_CREATED, ORIGIN_HEALED,
+    owner_generation, owner_slot, owner_word, pins_readers, Invalid, OwnerSlot, ORIGIN_CREATED,
+    ORIGIN_HEALED,
 };
-use loom_tests::shmlock::platform::{Mutant, Word};
+use loom_tests::shmlock::platform::{Mutant, WaitKind, Word};
 use loom_tests::shmlock::protocol::members::{self, Reaped, Registration};
-use loom_tests::shmlock::protocol::writer::{self, Claim, ClaimError, Takeover};
-use loom_tests::shmlock::protocol::{self, recover_alone};
+use loom_tests::shmlock::protocol::writer::{self, Claim, ClaimError, Declaration, Takeover};
+use loom_tests::shmlock::protocol::{self, recover_alone, snapshots, wait};
 use loom_tests::*;
 
-/// The lease of the lease models, in modelled nanoseconds.
-const LEASE: u64 = 100;
+/// The lease an owner declares in the lease models, in milliseconds (the page's unit)…
+const LEASE_MS: u64 = 1;
+/// … and in modelled nanoseconds (the clock's unit).
+const LEASE: u64 = LEASE_MS * 1_000_000;
 /// When the owner of the lease models last stamped its heartbeat.
-const STAMPED_AT: u64 = 1_000;
+const STAMPED_AT: u64 = 1_000_000_000;
+/// A claim that declares nothing: no lease, no generation floor.
+const NONE: &Declaration = &Declaration::NONE;
+
+/// A declaration of a lease of `ms` milliseconds (0: depose me as soon as I am silent).
+fn leased(ms: u64) -> Declaration {
+    Declaration {
+        lease_ms: ms,
+        ..Declaration::NONE
+    }
+}
 
 /// Register processes `pids` in order on the model's setup thread (no interleaving there).
 fn registered(world: &Arc<World>, pids: &[u32]) -> Vec<(Process, Registration)> {
@@ -79,7 +92,7 @@ fn claim_race(mutant: Option<Mutant>) {
             .into_iter()
             .map(|(p, reg)| {
                 spawn(move || {
-                    p.run(None, |p| writer::try_claim(p.page(), p, reg.index, None))
+                    p.run(None, |p| writer::try_claim(p.page(), p, reg.index, NONE))
                         .result
                         .expect("nobody dies here")
                 })
@@ -142,7 +155,7 @@ fn claim_release_rounds(mutant: Option<Mutant>) {
                     p.run(None, |p| {
                         let mut won = Vec::new();
                         for _ in 0..2 {
-                            if let Ok(claim) = writer::try_claim(p.page(), p, reg.index, None) {
+                            if let Ok(claim) = writer::try_claim(p.page(), p, reg.index, NONE) {
                                 let before = inside.fetch_add(1, SeqCst);
                                 assert_eq!(before, 0, "two owners at once");
                                 assert!(writer::is_current(p.page(), p, claim.word));
@@ -209,7 +222,7 @@ fn owner_death(mutant: Option<Mutant>) {
             let crash = crash.clone();
             let owner_thread = spawn(move || {
                 owner.run(Some(crash), |p| {
-                    if let Ok(claim) = writer::try_claim(p.page(), p, owner_reg.index, None) {
+                    if let Ok(claim) = writer::try_claim(p.page(), p, owner_reg.index, NONE) {
                         // Alive and without a lease against it: nobody can depose it.
                         assert!(writer::heartbeat(p.page(), p, owner_reg.index, claim.word));
                         assert!(writer::release(p.page(), p, claim.word));
@@ -221,7 +234,7 @@ fn owner_death(mutant: Option<Mutant>) {
                     let thread = spawn(move || {
                         let claim = p
                             .run(None, |p| loop {
-                                match writer::try_claim(p.page(), p, reg.index, None) {
+                                match writer::try_claim(p.page(), p, reg.index, NONE) {
                                     Ok(claim) => break Some(claim),
                                     // The owner is alive (or being reaped): wait for its
                                     // lock to go, as the death watcher does; look again.
@@ -307,7 +320,7 @@ fn model_2_catches_claim_without_generation_bump() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Model 3. A live owner whose heartbeat is older than a claimant's lease is taken over;
+// Model 3. A live owner whose heartbeat is older than the lease it declared is taken over;
 // once the takeover's CAS has happened, the deposed owner's `heartbeat`, `is_current` and
 // `release` all report Deposed and leave the new owner's owner word, generation and
 // heartbeat exactly as the new owner wrote them.
@@ -323,14 +336,15 @@ fn lease_takeover(mutant: Option<Mutant>) {
         let owner_pid = owner.pid;
         let (claimant, claimant_reg) = procs.next().unwrap();
         world.set_clock(STAMPED_AT);
-        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        let held =
+            writer::try_claim(owner.page(), &owner, owner_reg.index, &leased(LEASE_MS)).unwrap();
         assert!(writer::heartbeat(
             owner.page(),
             &owner,
             owner_reg.index,
             held.word
         ));
-        // The owner pauses past the lease.
+        // The owner pauses past the lease it declared.
         let now = STAMPED_AT + LEASE + 1;
         world.set_clock(now);
         let deposed = Arc::new(AtomicBool::new(false));
@@ -368,7 +382,7 @@ fn lease_takeover(mutant: Option<Mutant>) {
                 claimant
                     .run(None, |p| {
                         let claim =
-                            writer::try_claim(p.page(), p, claimant_reg.index, Some(LEASE)).ok()?;
+                            writer::try_claim(p.page(), p, claimant_reg.index, NONE).ok()?;
                         assert!(writer::heartbeat(
                             p.page(),
                             p,
@@ -438,8 +452,9 @@ fn model_3_catches_release_without_owner_check() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Model 4. An owner's release races with a lease takeover and with a plain claim: a release
-// never clears an owner word it does not own.
+// Model 4. An owner whose declared lease has expired releases while two claimants race to
+// take it over (each may depose it by that lease, or claim the word the release freed): a
+// release never clears an owner word it does not own.
 //
 // Bound 4: the release is one CAS; one preemption puts it on either side of each
 // claimant's look-then-CAS, more let both claimants' windows overlap it and each other in
@@ -452,7 +467,8 @@ fn release_vs_takeover(mutant: Option<Mutant>) {
         let mut procs = procs.into_iter();
         let (owner, owner_reg) = procs.next().unwrap();
         world.set_clock(STAMPED_AT);
-        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        let held =
+            writer::try_claim(owner.page(), &owner, owner_reg.index, &leased(LEASE_MS)).unwrap();
         assert!(writer::heartbeat(
             owner.page(),
             &owner,
@@ -467,12 +483,15 @@ fn release_vs_takeover(mutant: Option<Mutant>) {
                 .unwrap()
         });
         let claimants: Vec<_> = procs
-            .zip([Some(LEASE), None])
-            .map(|((p, reg), lease)| {
+            // What a claimant declares for itself plays no part in judging the owner.
+            .zip([leased(LEASE_MS), Declaration::NONE])
+            .map(|((p, reg), declare)| {
                 spawn(move || {
-                    p.run(None, |p| writer::try_claim(p.page(), p, reg.index, lease))
-                        .result
-                        .unwrap()
+                    p.run(None, |p| {
+                        writer::try_claim(p.page(), p, reg.index, &declare)
+                    })
+                    .result
+                    .unwrap()
                 })
             })
             .collect();
@@ -526,17 +545,19 @@ fn readers_and_reaping(mutant: Option<Mutant>) {
             let crash = crash.clone();
             let dying_thread = spawn(move || {
                 dying.run(Some(crash), |p| {
-                    assert!(members::attach(p.page(), dying_reg.index));
-                    assert!(members::attach(p.page(), dying_reg.index));
-                    members::detach(p.page(), dying_reg.index);
+                    let page = p.page();
+                    let first = snapshots::attach(page, p, dying_reg.index).unwrap();
+                    snapshots::attach(page, p, dying_reg.index).unwrap();
+                    snapshots::detach(page, p, dying_reg.index, first);
                 });
             });
             let reader_thread = spawn(move || {
                 let reaped = reader
                     .run(None, |p| {
-                        assert!(members::attach(p.page(), reader_reg.index));
-                        members::detach(p.page(), reader_reg.index);
-                        assert!(members::attach(p.page(), reader_reg.index));
+                        let page = p.page();
+                        let pin = snapshots::attach(page, p, reader_reg.index).unwrap();
+                        snapshots::detach(page, p, reader_reg.index, pin);
+                        snapshots::attach(page, p, reader_reg.index).unwrap();
                         members::reap_all(p.page(), p, Some(reader_reg.index))
                     })
                     .result
@@ -578,7 +599,7 @@ fn readers_and_reaping(mutant: Option<Mutant>) {
             assert_entry_intact(&world, &reaper, &reaper_reg);
             let dead = &world.page.members[dying_reg.index];
             assert_eq!(dead.identity.load(SeqCst), 0);
-            assert_eq!(dead.readers.load(SeqCst), 0);
+            assert_eq!(dead.pins.load(SeqCst), 0);
             assert_eq!(
                 members::reader_count(&world.page, &sweeper),
                 1,
@@ -613,8 +634,8 @@ fn registration_vs_reaping(mutant: Option<Mutant>) {
         let world = World::initialised(mutant);
         let dead = Process::new(&world, 1);
         let (dead_reg, _) = dead.register();
-        let dead_claim = writer::try_claim(dead.page(), &dead, dead_reg.index, None).unwrap();
-        assert!(members::attach(dead.page(), dead_reg.index));
+        let dead_claim = writer::try_claim(dead.page(), &dead, dead_reg.index, NONE).unwrap();
+        snapshots::attach(dead.page(), &dead, dead_reg.index).unwrap();
         dead.kill();
         let registrants: Vec<_> = [2, 3]
             .into_iter()
@@ -624,7 +645,7 @@ fn registration_vs_reaping(mutant: Option<Mutant>) {
                     let (reg, reaped, claim) = p
                         .run(None, |p| {
                             let (reg, reaped) = p.register();
-                            let claim = writer::try_claim(p.page(), p, reg.index, None);
+                            let claim = writer::try_claim(p.page(), p, reg.index, NONE);
                             assert!(
                                 !matches!(claim, Err(ClaimError::AlreadyOurs { .. })),
                                 "a new member mistook the dead incarnation's owner word for its own"
@@ -653,7 +674,7 @@ fn registration_vs_reaping(mutant: Option<Mutant>) {
             assert_entry_intact(&world, p, reg);
             let entry = &world.page.members[reg.index];
             assert_eq!(
-                entry.readers.load(SeqCst),
+                pins_readers(entry.pins.load(SeqCst)),
                 0,
                 "a new member inherited readers"
             );
@@ -803,17 +824,17 @@ fn open(p: &Process, initialisers: &AtomicUsize, zero_page_heals: bool) -> Resul
         if alone {
             match p.page().validate() {
                 Err(Invalid::NotOurs) => {
-                    p.page().initialise(p, 1, SEED, ORIGIN_CREATED);
+                    p.page().initialise(p, 1, SEED, ORIGIN_CREATED, BOOT);
                     initialisers.fetch_add(1, SeqCst);
                 }
                 // An opener died after initialising, before it registered.
                 Ok(()) => {
-                    let recovery = recover_alone(p.page(), p);
+                    let recovery = recover_alone(p.page(), p, BOOT, 0);
                     assert!(!recovery.found_stale_state());
                 }
                 // An initialiser died half-way: heal.
                 Err(Invalid::Initialising) => {
-                    p.page().initialise(p, 2, SEED, ORIGIN_HEALED);
+                    p.page().initialise(p, 2, SEED, ORIGIN_HEALED, BOOT);
                     initialisers.fetch_add(1, SeqCst);
                 }
                 Err(why) => panic!("an opener alone found {why:?}"),
@@ -910,26 +931,28 @@ fn model_7b_catches_zero_page_reported_as_not_ours() {
 // Model 8. A claimant asleep in `claim_until` while the owner releases: the release always
 // wakes it (no lost wake-up), and it claims the next generation.
 //
-// The modelled `wait` blocks with no timeout until `wake_seq` changes; once the release is
-// done the model says no wake-up will come any more, and a claimant still asleep then was
-// missed (production would only sleep until its 5 ms slice ran out). The release
-// skips the wake-up when `waiters` reads 0; the claimant counts itself before its first
-// look at the owner word, which is what makes that skip safe.
+// The modelled `wait` is a futex wait with no timeout: it returns at once if `wake_seq`
+// changed, else only when a wake-up takes it off the queue. Once the release is done the
+// model says no wake-up will come any more, and a claimant still asleep then was missed
+// (production would only sleep until its 5 ms slice ran out). The release skips the
+// wake-up when no bit of `claim_waiters` is set; the claimant sets its member's bit before
+// its first look at the owner word, which is what makes that skip safe. Afterwards the bit
+// is clear again.
 //
-// Bound 3: the race is the claimant's look-count-sleep against the release's
-// CAS-read-bump; two preemptions place the release anywhere in that window, a third lets
-// the claimant's retry interleave with it too.
+// Bound 3: the race is the claimant's bit-look-sleep against the release's
+// CAS-read-bump-wake; two preemptions place the release anywhere in that window, a third
+// lets the claimant's retry interleave with it too.
 fn waiting_claimant_is_woken(mutant: Option<Mutant>) {
     check(3, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (owner, owner_reg) = procs.next().unwrap();
         let (claimant, claimant_reg) = procs.next().unwrap();
-        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, None).unwrap();
+        let held = writer::try_claim(owner.page(), &owner, owner_reg.index, NONE).unwrap();
         let waiting = spawn(move || {
             claimant
                 .run(None, |p| {
-                    writer::claim_until(p.page(), p, claimant_reg.index, None, u64::MAX)
+                    writer::claim_until(p.page(), p, claimant_reg.index, NONE, u64::MAX)
                 })
                 .result
                 .unwrap()
@@ -945,10 +968,9 @@ fn waiting_claimant_is_woken(mutant: Option<Mutant>) {
             .unwrap()
             .expect("the waiting claimant claims");
         assert_eq!(claim.generation, held.generation + 1);
-        assert_eq!(
-            world.page.writer.waiters.load(SeqCst),
-            0,
-            "waiters back to 0"
+        assert!(
+            !wait::anyone_waits(&world.page, WaitKind::Claim),
+            "the claimant's waiter bit is cleared when it stops waiting"
         );
         assert_owner_history_sound(&world.owner_writes());
     });
