@@ -9,21 +9,31 @@
 //!   `loom::sync::atomic::AtomicU64` (every operation goes to shmlock's own `Word` impl for
 //!   it, the one the `loom` feature adds) plus two pieces of instrumentation: it counts the
 //!   calling process's side-effecting steps, so a process can die at a chosen step, and it
-//!   logs every value written to the owner word, so models can check the owner word's whole
-//!   modification order.
+//!   logs every value written to the words a model watches (the owner word always; others
+//!   with [`World::log_writes_to`]), so models can check a word's whole history.
 //! * **The kernel's OFD lock table**: [`World`] holds one loom mutex over the member byte
 //!   locks and the dead-man-switch byte, which is what the kernel's per-inode lock list is.
-//!   Each modelled process is a [`Process`] (one loom thread) and owns the locks it takes.
+//!   Each modelled process is a [`Process`] and owns the locks it takes.
+//! * **A process's threads**: [`Process::thread`] gives another loom thread of the same
+//!   process: the same pid, member locks, `protocol::Local` (pin slots and heartbeat stamps,
+//!   [`PIN_SLOTS`] slots) and process-local waiter counts (a loom mutex).
 //! * **Process death**: [`Process::run`] runs a process's script; with a [`CrashPoint`] the
-//!   process stops just before its n-th side-effecting step (a store, CAS, fetch-add or
-//!   lock operation) and its locks are released, as the kernel does at exit. A crash point
-//!   beyond the end of the script means "dies right after its last step".
+//!   process stops just before its n-th side-effecting step (a store, CAS, fetch-add/sub/or/
+//!   and or lock operation) and its locks are released, as the kernel does at exit. A crash
+//!   point beyond the end of the script means "dies right after its last step".
 //!   [`for_each_crash_point`] runs a model once per crash point until the point lies past
-//!   the script's end in every explored interleaving.
+//!   the script's end in every explored interleaving. [`Process::kill`] is a death between
+//!   two steps.
 //! * **The clock**: a loom atomic the test sets ([`World::set_clock`]); `now()` reads it.
-//! * **Waiting**: `wait` is a futex: it blocks on a loom `Condvar` until its word changes,
-//!   `wake_all` signals it, and [`World::no_more_wake_ups`] turns a sleeper nobody will
-//!   wake into a "lost wake-up" failure.
+//! * **Waiting**: `wait` is a futex: under the lock-table mutex it compares its word and
+//!   queues itself, then blocks until a `wake_all` on that word takes it off the queue;
+//!   `wake_all` returns how many it took off (the protocol repairs dead sleepers' bits when
+//!   that is 0). [`World::no_more_wake_ups`] turns a sleeper nobody will wake into a
+//!   "lost wake-up" failure.
+//! * **Death watchers**: a process made with [`Process::watching_deaths`] answers
+//!   `watch_member` as `sys` does: a new thread of the process (one per member identity)
+//!   blocks until the member's lock is free, then calls `protocol::wake_after_death`.
+//!   Other processes' `watch_member` does nothing (the seam allows it: waiters then poll).
 //! * **Mutations**: `mutant()` answers with the [`Mutant`] the model was built with, which is
 //!   how a model is run against a deliberately broken protocol without editing a file.
 

@@ -939,11 +939,12 @@ fn model_7b_catches_zero_page_reported_as_not_ours() {
 // its first look at the owner word, which is what makes that skip safe. Afterwards the bit
 // is clear again.
 //
-// Bound 3: the race is the claimant's bit-look-sleep against the release's
+// Bound 5: the race is the claimant's bit-look-sleep against the release's
 // CAS-read-bump-wake; two preemptions place the release anywhere in that window, a third
-// lets the claimant's retry interleave with it too.
+// lets the claimant's retry interleave with it too, two more split the claimant's look
+// (owner word, owner's entry) around the release. Cheap: 154 executions (3 gives 53).
 fn waiting_claimant_is_woken(mutant: Option<Mutant>) {
-    check(3, move || {
+    check(5, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (owner, owner_reg) = procs.next().unwrap();
@@ -994,14 +995,15 @@ fn model_8_catches_waiter_counted_after_its_look() {
 // again; A's heartbeat word then holds the new claim's marker (`HEARTBEAT_CLAIMED | its
 // generation`) until the new claim itself heartbeats (here: never).
 //
-// Bound 3: the race is the old heartbeat's load-check-CAS against B's takeover and A's new
+// Bound 5: the race is the old heartbeat's load-check-CAS against B's takeover and A's new
 // claim's marker-then-CAS; one preemption stalls the old heartbeat between its check and
 // its CAS, a second lets the new claim run inside that window, a third places B's look at
-// the owner's stamp before or after the old heartbeat's.
+// the owner's stamp before or after the old heartbeat's; the old heartbeat's retry after
+// a failed CAS needs two more. Cheap (~640 executions; 3 gives 170), so no less.
 const A_HEARTBEAT: &str = "A's heartbeat word";
 
 fn same_process_reclaim(mutant: Option<Mutant>) {
-    check(3, move || {
+    check(5, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (a, a_reg) = procs.next().unwrap();
@@ -1096,14 +1098,15 @@ fn model_9_catches_heartbeat_stores_first() {
 // the claimant lets time pass and makes one attempt. It may depose the expired claim,
 // take the freed word, or find the new claim: then it must be Busy.
 //
-// Bound 3: the claimant's look (owner word, then the owner's entry) races with the
+// Bound 5: the claimant's look (owner word, then the owner's entry) races with the
 // owner's release, its new claim's declaration-then-CAS and its heartbeat; one preemption
 // puts the look inside the claim, a second between the claim and the heartbeat, a third
-// moves the claimant's clock step around the heartbeat.
+// moves the claimant's clock step around the heartbeat, two more split the claimant's look
+// between the owner word and each word of the entry. Cheap (~420 executions).
 const ATTEMPT_RETURNED: &str = "the claimant's attempt returned";
 
 fn owner_declared_lease(claimant_lease_ms: u64, mutant: Option<Mutant>) {
-    check(3, move || {
+    check(5, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (owner, owner_reg) = procs.next().unwrap();
@@ -1215,9 +1218,11 @@ fn model_10_catches_claimant_choosing_no_lease() {
 // member's oldest pin after scanning the local slots, over an attach that changed the word
 // in between (hence the raise is a CAS from the word it scanned under).
 //
-// Bound 3: the detach's raise must be preempted between its load and its CAS while the
+// Bound 4: the detach's raise must be preempted between its load and its CAS while the
 // attach runs (two preemptions: one to leave the writer, one inside the detach); the
-// third lets the writer's publish and scan land inside either reader thread.
+// third lets the writer's publish and scan land inside either reader thread, the fourth
+// inside the attach's re-read loop as well (~9 800 executions; 5 gives 50 000 for ~4x the
+// time).
 struct Guards {
     live: Vec<u64>,
     /// The writer was told that versions up to this one are no longer pinned.
@@ -1252,7 +1257,7 @@ impl Guards {
 }
 
 fn oldest_pin_handshake(mutant: Option<Mutant>, publish_again: bool) {
-    check(3, move || {
+    check(4, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (writer_process, writer_reg) = procs.next().unwrap();
@@ -1337,14 +1342,16 @@ fn model_11_catches_raise_without_cas() {
 // the writer's expired lease and publishes 3: `published` never goes backwards, and the
 // deposed writer's publish never lands after the successor's claim has returned.
 //
-// Bound 3: the deposed publish is load, owner check, CAS; one preemption stalls it after
+// Bound 5: the deposed publish is load, owner check, CAS; one preemption stalls it after
 // its check, a second lets the successor's claim (and its return) run in the stall, a
-// third places the successor's own publish before or after the stalled CAS.
+// third places the successor's own publish before or after the stalled CAS. The two
+// processes share only `published` and the owner word, so the space is tiny and saturates
+// at bound 4 (21 executions); 5 costs nothing.
 const PUBLISHED: &str = "published";
 const CLAIM_RETURNED: &str = "successor's claim returned";
 
 fn deposed_publish(mutant: Option<Mutant>) {
-    check(3, move || {
+    check(5, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
         let (deposed, deposed_reg) = procs.next().unwrap();
@@ -1418,9 +1425,11 @@ fn model_12_catches_claim_without_retag() {
 // The bounded slice (production's fallback when no watcher could start) is not modelled:
 // without it a missed wake-up shows as a failure instead of a 50 ms delay.
 //
-// Bound 3: as model 8, the race is the sleeper's bit-look-sleep against the waker's
-// change-read-bump-wake; with a death, the watcher's start and its wake-up add steps the
-// third preemption places in that window.
+// Bound 5 (publish, detach) and 4 (death): as model 8, the race is the sleeper's
+// bit-look-sleep against the waker's change-read-bump-wake (two preemptions), a third lets
+// the sleeper's retry interleave; the rest place the waker inside the sleeper's scan of
+// the pins. With a death, the watcher thread's start and wake-up add a third thread:
+// bound 4 is ~3 600 executions, 5 is ~20 000 (4x the time) — the others stay near 150.
 #[derive(Clone, Copy, Debug)]
 enum Waker {
     Publish,
@@ -1429,7 +1438,11 @@ enum Waker {
 }
 
 fn snapshot_sleeper_is_woken(waker: Waker, mutant: Option<Mutant>) {
-    check(3, move || {
+    let bound = match waker {
+        Waker::Death => 4,
+        Waker::Publish | Waker::Detach => 5,
+    };
+    check(bound, move || {
         let world = World::initialised(mutant);
         let (writer_process, writer_reg) = match waker {
             Waker::Death => {
