@@ -9,21 +9,31 @@
 //!   `loom::sync::atomic::AtomicU64` (every operation goes to shmlock's own `Word` impl for
 //!   it, the one the `loom` feature adds) plus two pieces of instrumentation: it counts the
 //!   calling process's side-effecting steps, so a process can die at a chosen step, and it
-//!   logs every value written to the owner word, so models can check the owner word's whole
-//!   modification order.
+//!   logs every value written to the words a model watches (the owner word always; others
+//!   with [`World::log_writes_to`]), so models can check a word's whole history.
 //! * **The kernel's OFD lock table**: [`World`] holds one loom mutex over the member byte
 //!   locks and the dead-man-switch byte, which is what the kernel's per-inode lock list is.
-//!   Each modelled process is a [`Process`] (one loom thread) and owns the locks it takes.
+//!   Each modelled process is a [`Process`] and owns the locks it takes.
+//! * **A process's threads**: [`Process::thread`] gives another loom thread of the same
+//!   process: the same pid, member locks, `protocol::Local` (pin slots and heartbeat stamps,
+//!   [`PIN_SLOTS`] slots) and process-local waiter counts (a loom mutex).
 //! * **Process death**: [`Process::run`] runs a process's script; with a [`CrashPoint`] the
-//!   process stops just before its n-th side-effecting step (a store, CAS, fetch-add or
-//!   lock operation) and its locks are released, as the kernel does at exit. A crash point
-//!   beyond the end of the script means "dies right after its last step".
+//!   process stops just before its n-th side-effecting step (a store, CAS, fetch-add/sub/or/
+//!   and or lock operation) and its locks are released, as the kernel does at exit. A crash
+//!   point beyond the end of the script means "dies right after its last step".
 //!   [`for_each_crash_point`] runs a model once per crash point until the point lies past
-//!   the script's end in every explored interleaving.
+//!   the script's end in every explored interleaving. [`Process::kill`] is a death between
+//!   two steps.
 //! * **The clock**: a loom atomic the test sets ([`World::set_clock`]); `now()` reads it.
-//! * **Waiting**: `wait` is a futex: it blocks on a loom `Condvar` until its word changes,
-//!   `wake_all` signals it, and [`World::no_more_wake_ups`] turns a sleeper nobody will
-//!   wake into a "lost wake-up" failure.
+//! * **Waiting**: `wait` is a futex: under the lock-table mutex it compares its word and
+//!   queues itself, then blocks until a `wake_all` on that word takes it off the queue;
+//!   `wake_all` returns how many it took off (the protocol repairs dead sleepers' bits when
+//!   that is 0). [`World::no_more_wake_ups`] turns a sleeper nobody will wake into a
+//!   "lost wake-up" failure.
+//! * **Death watchers**: a process made with [`Process::watching_deaths`] answers
+//!   `watch_member` as `sys` does: a new thread of the process (one per member identity)
+//!   blocks until the member's lock is free, then calls `protocol::wake_after_death`.
+//!   Other processes' `watch_member` does nothing (the seam allows it: waiters then poll).
 //! * **Mutations**: `mutant()` answers with the [`Mutant`] the model was built with, which is
 //!   how a model is run against a deliberately broken protocol without editing a file.
 
@@ -35,8 +45,9 @@ use loom::sync::atomic::AtomicU64 as LoomU64;
 use loom::sync::{Arc, Condvar, Mutex};
 
 use shmlock::page::{owner_generation, owner_slot, OwnerSlot, Page, MEMBER_CAPACITY};
-use shmlock::platform::{Mutant, Platform, Word};
+use shmlock::platform::{Mutant, Platform, WaitKind, Word};
 use shmlock::protocol::members::{self, Identity, Reaped, Registration};
+use shmlock::protocol::{self, Local};
 
 pub use shmlock;
 
@@ -93,24 +104,39 @@ impl Word for StepWord {
         self.log_write(before.wrapping_sub(value));
         before
     }
+
+    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
+        step();
+        let before = Word::fetch_or(&self.0, value, order);
+        self.log_write(before | value);
+        before
+    }
+
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+        step();
+        let before = Word::fetch_and(&self.0, value, order);
+        self.log_write(before & value);
+        before
+    }
 }
 
 impl StepWord {
-    /// Record `value` if this word is the owner word of the page being modelled. Loom runs
-    /// one thread at a time, so the log is the order in which the writes ran. That is the
-    /// word's modification order as long as every write that races with another is a
-    /// read-modify-write (a CAS reads the latest value), which is how the protocol writes
-    /// the owner word. A plain store (only the `ClaimWithoutCas` and
-    /// `ReleaseWithoutOwnerCheck` mutants make one concurrently) may be placed earlier in
-    /// loom's modification order than the log says; the log then shows the order a
-    /// sequentially consistent machine would have run them in.
+    /// Record `value` if this word is one the model logs (the owner word always; others
+    /// the model chose with [`World::log_writes_to`]). Loom runs one thread at a time, so
+    /// the log is the order in which the writes ran. That is the word's modification order
+    /// as long as every write that races with another is a read-modify-write (a CAS reads
+    /// the latest value), which is how the protocol writes the owner word and `published`.
+    /// A plain store (only the `ClaimWithoutCas` and `ReleaseWithoutOwnerCheck` mutants
+    /// make one concurrently) may be placed earlier in loom's modification order than the
+    /// log says; the log then shows the order a sequentially consistent machine would have
+    /// run them in.
     fn log_write(&self, value: u64) {
         let me = self as *const StepWord as usize;
-        OWNER_LOG.with(|log| {
+        WRITE_LOG.with(|log| {
             let mut log = log.borrow_mut();
-            if log.address == me {
+            if let Some(&(_, word)) = log.words.iter().find(|(address, _)| *address == me) {
                 let by = current_pid();
-                log.writes.push(OwnerWrite { by, value });
+                log.writes.push(LoggedWrite { word, by, value });
             }
         });
     }
@@ -125,16 +151,29 @@ pub struct OwnerWrite {
     pub value: u64,
 }
 
+/// One entry of the write log: a value written to a logged word, or a mark a model made
+/// ([`World::mark`]) to place one of its own events in the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedWrite {
+    /// The logged word's name (or the mark's).
+    pub word: &'static str,
+    /// The writing process's pid (0: the model's setup).
+    pub by: u32,
+    /// The value written (or the mark's value).
+    pub value: u64,
+}
+
 #[derive(Default)]
-struct OwnerLog {
-    address: usize,
-    writes: Vec<OwnerWrite>,
+struct WriteLog {
+    /// Addresses of the logged words, with their names.
+    words: Vec<(usize, &'static str)>,
+    writes: Vec<LoggedWrite>,
 }
 
 std::thread_local! {
     // One loom execution runs all its modelled threads on one OS thread, one at a time, so
     // an OS-thread-local is "per execution". Observation only: the protocol never reads it.
-    static OWNER_LOG: RefCell<OwnerLog> = RefCell::new(OwnerLog::default());
+    static WRITE_LOG: RefCell<WriteLog> = RefCell::new(WriteLog::default());
 }
 
 /// The calling loom thread's process: who it is and where it is to die.
@@ -236,16 +275,40 @@ pub fn crash_points(model: impl FnMut(CrashPoint)) -> usize {
     }
 }
 
-/// The kernel's lock table for the lock file: who holds each member byte, and the
-/// dead-man-switch byte (one exclusive holder, or a set of shared holders).
+/// The kernel's lock table for the lock file (who holds each member byte, and the
+/// dead-man-switch byte: one exclusive holder, or a set of shared holders), and the
+/// kernel's futex queue.
 struct LockTable {
     members: [u32; MEMBER_CAPACITY],
     switch_exclusive: u32,
     /// Bit `pid` set: process `pid` holds the switch shared.
     switch_shared: u64,
-    /// Set by [`World::no_more_wake_ups`]: nothing will wake a sleeper any more.
+    /// Threads asleep in [`Platform::wait`]: the address of the word each sleeps on, and
+    /// its ticket. A wake-up takes a sleeper off this queue, as `FUTEX_WAKE` does.
+    sleepers: Vec<(usize, u64)>,
+    next_ticket: u64,
+    /// Death watchers started by [`Platform::watch_member`]: the member each watches, and
+    /// whether it has done its work (or was shut down).
+    watchers: Vec<(usize, bool)>,
+    /// Set by [`World::shut_down_watchers`]: watchers of members that never died stop.
+    shut_down: bool,
+    /// Set by [`World::no_more_wake_ups`]: nothing but a death watcher will wake a sleeper
+    /// any more.
     no_more_wake_ups: bool,
 }
+
+impl LockTable {
+    /// Whether a death watcher still owes a wake-up: it watches a member that has died and
+    /// has not yet woken the sleepers.
+    fn watcher_owes_wake_up(&self) -> bool {
+        self.watchers
+            .iter()
+            .any(|&(index, done)| !done && self.members[index] == 0)
+    }
+}
+
+/// The boot every modelled page was initialised in (`Header`'s boot record).
+pub const BOOT: u64 = 1;
 
 /// Everything shared by the modelled processes of one execution.
 pub struct World {
@@ -256,11 +319,14 @@ pub struct World {
     /// `F_OFD_SETLKW` (the production death watcher, a waiting opener) wakes on.
     released: Condvar,
     /// What `wait` sleeps on and `wake_all` signals: the futex of the production platform.
-    /// `wait` checks its word under `locks`, and `wake_all` signals under it, so a wake-up
-    /// after the check cannot be lost — as with `FUTEX_WAIT`'s atomic compare-and-sleep.
+    /// `wait` compares its word and queues itself under `locks`, and `wake_all` dequeues
+    /// under it, so a wake-up after the compare cannot be lost — as with `FUTEX_WAIT`'s
+    /// atomic compare-and-sleep.
     woken: Condvar,
     clock: LoomU64,
     mutant: Option<Mutant>,
+    /// The death watchers' threads, joined by [`World::shut_down_watchers`].
+    watcher_threads: std::sync::Mutex<Vec<loom::thread::JoinHandle<()>>>,
 }
 
 impl World {
@@ -272,30 +338,44 @@ impl World {
                 members: [0; MEMBER_CAPACITY],
                 switch_exclusive: 0,
                 switch_shared: 0,
+                sleepers: Vec::new(),
+                next_ticket: 0,
+                watchers: Vec::new(),
+                shut_down: false,
                 no_more_wake_ups: false,
             }),
             released: Condvar::new(),
             woken: Condvar::new(),
             clock: LoomU64::new(0),
             mutant,
+            watcher_threads: Default::default(),
         });
-        OWNER_LOG.with(|log| {
-            *log.borrow_mut() = OwnerLog {
-                address: &world.page.writer.owner as *const StepWord as usize,
+        WRITE_LOG.with(|log| {
+            *log.borrow_mut() = WriteLog {
+                words: vec![(&world.page.writer.owner as *const StepWord as usize, OWNER)],
                 writes: Vec::new(),
             }
         });
         world
     }
 
-    /// A page initialised by `Page::initialise` with generation seed [`SEED`], as the first
-    /// opener leaves it.
+    /// A page initialised by `Page::initialise` with generation seed [`SEED`] in boot
+    /// [`BOOT`], as the first opener leaves it.
     pub fn initialised(mutant: Option<Mutant>) -> Arc<World> {
         let world = World::fresh(mutant);
         let setup = Process::new(&world, 0);
         world
             .page
-            .initialise(&setup, 1, SEED, shmlock::page::ORIGIN_CREATED);
+            .initialise(&setup, 1, SEED, shmlock::page::ORIGIN_CREATED, BOOT);
+        // The history starts at the seed (initialise zeroes the word on its way there).
+        let seeded = world.page.writer.owner.load(SeqCst);
+        WRITE_LOG.with(|log| {
+            log.borrow_mut().writes = vec![LoggedWrite {
+                word: OWNER,
+                by: 0,
+                value: seeded,
+            }]
+        });
         world
     }
 
@@ -304,9 +384,43 @@ impl World {
         self.clock.store(now, SeqCst);
     }
 
+    /// Log every write to `word` (a word of this world's page) under `name`, from now on.
+    pub fn log_writes_to(&self, word: &StepWord, name: &'static str) {
+        WRITE_LOG.with(|log| {
+            log.borrow_mut()
+                .words
+                .push((word as *const StepWord as usize, name))
+        });
+    }
+
+    /// Put a mark of the model's own into the write log (what the calling process has just
+    /// seen or done), so it can be ordered against the logged writes.
+    pub fn mark(&self, name: &'static str, value: u64) {
+        let by = current_pid();
+        WRITE_LOG.with(|log| {
+            log.borrow_mut().writes.push(LoggedWrite {
+                word: name,
+                by,
+                value,
+            })
+        });
+    }
+
+    /// Every logged write and mark so far, in the order they ran.
+    pub fn write_log(&self) -> Vec<LoggedWrite> {
+        WRITE_LOG.with(|log| log.borrow().writes.clone())
+    }
+
     /// Every value written to the owner word so far, in modification order.
     pub fn owner_writes(&self) -> Vec<OwnerWrite> {
-        OWNER_LOG.with(|log| log.borrow().writes.clone())
+        self.write_log()
+            .into_iter()
+            .filter(|w| w.word == OWNER)
+            .map(|w| OwnerWrite {
+                by: w.by,
+                value: w.value,
+            })
+            .collect()
     }
 
     /// Block until nobody holds member `index`'s lock, as the production death watcher
@@ -328,13 +442,25 @@ impl World {
         }
     }
 
-    /// Declare that no process will wake a sleeper any more (every release and death of
-    /// the model has happened). A process that then finds itself asleep in
-    /// [`Platform::wait`] on an unchanged word was missed by a wake-up: the model panics
-    /// with "lost wake-up" (production would sleep out its bounded slice instead).
+    /// Declare that no process will wake a sleeper any more (every release, publish,
+    /// detach and death of the model has happened; death watchers still do their work). A
+    /// process that then finds itself asleep in [`Platform::wait`], not woken, while no
+    /// death watcher owes a wake-up, was missed: the model panics with "lost wake-up"
+    /// (production would sleep out its bounded slice instead).
     pub fn no_more_wake_ups(&self) {
         self.locks.lock().unwrap().no_more_wake_ups = true;
         self.woken.notify_all();
+    }
+
+    /// Stop the death watchers whose member never died, and join every watcher thread
+    /// (a model calls this once its sleepers have returned).
+    pub fn shut_down_watchers(&self) {
+        self.locks.lock().unwrap().shut_down = true;
+        self.released.notify_all();
+        let threads = std::mem::take(&mut *self.watcher_threads.lock().unwrap());
+        for thread in threads {
+            thread.join().expect("a death watcher");
+        }
     }
 
     /// Who holds member `index`'s lock (0: nobody).
@@ -343,11 +469,33 @@ impl World {
     }
 }
 
-/// One modelled process: its view of the world, the protocol's platform.
+/// The name of the owner word in the write log.
+pub const OWNER: &str = "owner";
+
+/// Pin slots each modelled process keeps (`Local::new`): enough for the versions a model
+/// pins at once, few enough to keep the state small.
+pub const PIN_SLOTS: usize = 2;
+
+/// What the threads of one modelled process share: its protocol-local state and its
+/// process-local lock.
+struct ProcessState {
+    local: Local<StepWord>,
+    /// Sleepers of each `WaitKind` in this process, under a process-local lock.
+    waiters: Mutex<[u32; 3]>,
+    /// Whether `watch_member` starts a death watcher (otherwise waiters only poll, which
+    /// the platform seam allows).
+    watches_deaths: bool,
+    /// Member identities this process already watches (one watcher per identity).
+    watched: std::sync::Mutex<Vec<u64>>,
+}
+
+/// One modelled process, as seen from one of its threads: the protocol's platform.
+/// [`Process::thread`] gives another thread of the same process.
 pub struct Process {
     world: Arc<World>,
     /// Its pid (display only for the protocol; the lock table's holder id here).
     pub pid: u32,
+    state: Arc<ProcessState>,
 }
 
 /// What one run of a process's script came to.
@@ -362,12 +510,39 @@ pub struct Ran<R> {
 }
 
 impl Process {
-    /// The platform of process `pid` (1..=63; 0 is the model's own setup).
+    /// The platform of process `pid` (1..=63; 0 is the model's own setup), whose waits
+    /// only poll (no death watcher).
     pub fn new(world: &Arc<World>, pid: u32) -> Process {
+        Process::with(world, pid, false)
+    }
+
+    /// The platform of process `pid` whose `watch_member` starts a death watcher: a thread
+    /// that blocks until the member's lock is free and then calls
+    /// `protocol::wake_after_death`, as the production platform's does.
+    pub fn watching_deaths(world: &Arc<World>, pid: u32) -> Process {
+        Process::with(world, pid, true)
+    }
+
+    fn with(world: &Arc<World>, pid: u32, watches_deaths: bool) -> Process {
         assert!(pid < 64, "pids are bits of the switch's holder set");
         Process {
             world: world.clone(),
             pid,
+            state: Arc::new(ProcessState {
+                local: Local::new(PIN_SLOTS),
+                waiters: Mutex::new([0; 3]),
+                watches_deaths,
+                watched: Default::default(),
+            }),
+        }
+    }
+
+    /// Another thread of this process: the same pid, locks, pin slots and stamps.
+    pub fn thread(&self) -> Process {
+        Process {
+            world: self.world.clone(),
+            pid: self.pid,
+            state: self.state.clone(),
         }
     }
 
@@ -474,6 +649,24 @@ impl Process {
         }
         true
     }
+
+    /// The body of a death watcher of member `index` (the `watcher`-th): block until the
+    /// member's lock is free (its holder died) or the model shuts watchers down; after a
+    /// death, wake every sleeper as the production watcher does.
+    fn watch(&self, index: usize, watcher: usize) {
+        let died = {
+            let mut table = self.world.locks.lock().unwrap();
+            while table.members[index] != 0 && !table.shut_down {
+                table = self.world.released.wait(table).unwrap();
+            }
+            table.members[index] == 0
+        };
+        if died {
+            protocol::wake_after_death(self.page(), self);
+        }
+        self.world.locks.lock().unwrap().watchers[watcher].1 = true;
+        self.world.woken.notify_all();
+    }
 }
 
 impl Platform for Process {
@@ -513,23 +706,72 @@ impl Platform for Process {
         self.world.clock.load(SeqCst)
     }
 
-    /// Blocks until `word` no longer holds `expected` — a futex wait with no timeout. A
-    /// wake-up the protocol fails to send is reported as "lost wake-up" once the model
-    /// declares [`World::no_more_wake_ups`] (production would sleep out its bounded slice).
+    /// `FUTEX_WAIT` with no timeout: returns at once if `word` no longer holds `expected`,
+    /// otherwise queues the thread and blocks until a `wake_all` on the word takes it off
+    /// the queue. A sleeper nobody wakes is reported as "lost wake-up" once the model
+    /// declares [`World::no_more_wake_ups`] and no death watcher owes one (production
+    /// would sleep out its bounded slice).
     fn wait(&self, word: &StepWord, expected: u64, _timeout: Duration) {
+        let address = word as *const StepWord as usize;
         let mut table = self.world.locks.lock().unwrap();
-        while word.load(SeqCst) == expected {
+        if word.load(SeqCst) != expected {
+            return;
+        }
+        let ticket = table.next_ticket;
+        table.next_ticket += 1;
+        table.sleepers.push((address, ticket));
+        while table.sleepers.iter().any(|&(_, t)| t == ticket) {
             assert!(
-                !table.no_more_wake_ups,
+                !table.no_more_wake_ups || table.watcher_owes_wake_up(),
                 "lost wake-up: asleep on an unchanged word after every wake-up was sent"
             );
             table = self.world.woken.wait(table).unwrap();
         }
     }
 
-    fn wake_all(&self, _word: &StepWord) {
-        let _table = self.world.locks.lock().unwrap();
+    /// `FUTEX_WAKE` of every sleeper on `word`: returns how many it took off the queue.
+    fn wake_all(&self, word: &StepWord) -> usize {
+        let address = word as *const StepWord as usize;
+        let mut table = self.world.locks.lock().unwrap();
+        let before = table.sleepers.len();
+        table.sleepers.retain(|&(a, _)| a != address);
+        let woken = before - table.sleepers.len();
+        drop(table);
         self.world.woken.notify_all();
+        woken
+    }
+
+    /// Starts a death watcher (one per member identity) when the process was built with
+    /// [`Process::watching_deaths`]; otherwise waiters only poll, as the seam allows.
+    fn watch_member(&self, index: usize, identity: u64) {
+        if !self.state.watches_deaths || identity == 0 {
+            return;
+        }
+        {
+            let mut watched = self.state.watched.lock().unwrap();
+            if watched.contains(&identity) {
+                return;
+            }
+            watched.push(identity);
+        }
+        let watcher = {
+            let mut table = self.world.locks.lock().unwrap();
+            table.watchers.push((index, false));
+            table.watchers.len() - 1
+        };
+        let thread = self.thread();
+        let handle = spawn(move || {
+            thread.run(None, |p| p.watch(index, watcher));
+        });
+        self.world.watcher_threads.lock().unwrap().push(handle);
+    }
+
+    fn local(&self) -> &Local<StepWord> {
+        &self.state.local
+    }
+
+    fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
+        f(&mut self.state.waiters.lock().unwrap()[kind.index()]);
     }
 
     fn mutant(&self, mutant: Mutant) -> bool {
