@@ -105,6 +105,17 @@ fn attach_detach(c: &mut Criterion, dir: &Path) {
             )
         })
     });
+    // The same without the Arc, and with the local pin kept in a slot only this thread
+    // writes (a plain store, no CAS): the atomic operations of the design change
+    // BENCHMARKS.md proposes.
+    g.bench_function("replica_thread_slot", |b| {
+        b.iter(|| {
+            replica.detach(
+                replica.attach(Ingredients::THREAD_SLOT),
+                Ingredients::THREAD_SLOT,
+            )
+        })
+    });
     g.bench_function("replica_plus_arc", |b| {
         b.iter(|| replica.detach(replica.attach(Ingredients::ALL), Ingredients::ALL))
     });
@@ -130,6 +141,9 @@ struct Ingredients {
     local_slot: bool,
     /// The guard's `Arc` clone on attach and drop on detach.
     arc: bool,
+    /// The local pin in a slot of the calling thread's own: a plain load and store instead
+    /// of the shared local slot's CAS.
+    thread_slot: bool,
 }
 
 impl Ingredients {
@@ -137,6 +151,11 @@ impl Ingredients {
         published: false,
         local_slot: false,
         arc: false,
+        thread_slot: false,
+    };
+    const THREAD_SLOT: Ingredients = Ingredients {
+        thread_slot: true,
+        ..Ingredients::PUBLISHED
     };
     const PUBLISHED: Ingredients = Ingredients {
         published: true,
@@ -206,6 +225,11 @@ impl<'a> PinReplica<'a> {
                 .compare_exchange(word, 1 << PIN_VERSION_BITS | version, Release, Relaxed)
                 .expect("the slot is ours");
         }
+        if with.thread_slot {
+            let word = self.slot.load(Relaxed);
+            self.slot
+                .store(word + (1 << PIN_VERSION_BITS) | version, Release);
+        }
         let mut word = self.pins.load(Acquire);
         loop {
             let readers = word >> PIN_VERSION_BITS;
@@ -235,6 +259,11 @@ impl<'a> PinReplica<'a> {
             self.slot
                 .compare_exchange(word, word - (1 << PIN_VERSION_BITS), Release, Relaxed)
                 .expect("the slot is ours");
+        }
+        if with.thread_slot {
+            let word = self.slot.load(Relaxed);
+            assert_eq!(word & PIN_NONE, version);
+            self.slot.store(word - (1 << PIN_VERSION_BITS), Release);
         }
         let mut word = self.pins.load(Acquire);
         loop {
