@@ -228,7 +228,7 @@ impl<'a> PinReplica<'a> {
         if with.thread_slot {
             let word = self.slot.load(Relaxed);
             self.slot
-                .store(word + (1 << PIN_VERSION_BITS) | version, Release);
+                .store((word + (1 << PIN_VERSION_BITS)) | version, Release);
         }
         let mut word = self.pins.load(Acquire);
         loop {
