@@ -19,12 +19,13 @@
 //! * `own`: every member pins the same version, this process too: the minimum's first
 //!   holder is this process, whose liveness needs no kernel probe;
 //! * `other first` / `other last`: this process pins nothing; the oldest pin is held by the
-//!   child with the lowest / the highest member index, so the scan ends with one kernel
-//!   liveness probe (`F_OFD_GETLK` on that member's byte), which walks the file's lock
-//!   list (about two locks per live process): where the holder's lock sits in it matters;
-//! * floors: `scan floor` = 120 SeqCst loads of a mapped page and their minimum;
-//!   `probe floor` = one `F_OFD_GETLK` on the last child's member byte through a
-//!   descriptor of our own, without the library.
+//!   child spawned first / last alone, so the scan ends with one kernel liveness probe
+//!   (`F_OFD_GETLK` on that member's byte), which walks the file's lock list (about two
+//!   locks per live process, in the order they were taken): where the holder's lock sits
+//!   in it matters;
+//! * floors: `scan floor` = 120 SeqCst loads of a mapped page and their minimum; `probe
+//!   floor` = one `F_OFD_GETLK` on the holder's member byte through a descriptor of our
+//!   own, without the library.
 //!
 //! It writes `oldest.csv` to the output directory.
 //!
@@ -122,9 +123,10 @@ struct OldestRow {
     members: usize,
     none_ns: f64,
     own_ns: f64,
-    other_first_ns: Option<f64>,
-    other_last_ns: Option<f64>,
-    probe_floor_ns: Option<f64>,
+    /// `(oldest_pinned(), probe floor)` with the first / the last spawned child holding
+    /// the oldest pin (`None` with no child).
+    other_first: Option<(f64, f64)>,
+    other_last: Option<(f64, f64)>,
 }
 
 /// An OFD lock probe (`F_OFD_GETLK`, exclusive) of member `index`'s byte: whether another
@@ -157,75 +159,77 @@ fn oldest_growth(dir: &Path, counts: &[usize]) -> Vec<OldestRow> {
     let path_arg = path.to_str().expect("utf-8 path").to_string();
     let mut children: Vec<Member> = Vec::new();
     let mut rows = Vec::new();
-    let oldest = || black_box(lock.oldest_pinned());
+    let measure_other = |holder: usize| {
+        let other = median_ns(15, 200, || {
+            black_box(lock.oldest_pinned());
+        });
+        assert!(probe(&file, holder));
+        let floor = median_ns(15, 200, || {
+            black_box(probe(&file, holder));
+        });
+        (other, floor)
+    };
     for &k in counts {
+        // Children in spawn order: the order their locks entered the kernel's list.
         while children.len() < k - 1 {
             let mut child = RoleChild::spawn("pinner", &[&path_arg]);
             let index = child.line().parse().expect("member index");
             children.push(Member { child, index });
         }
         assert_eq!(lock.snapshot().live_members().count(), k);
-        children.sort_by_key(|m| m.index);
 
         for m in &mut children {
             assert_eq!(m.command("unpin"), "ok");
         }
         assert_eq!(lock.oldest_pinned(), None);
         let none_ns = median_ns(15, 2000, || {
-            oldest();
+            black_box(lock.oldest_pinned());
         });
 
-        // Every child pins v; this process pins nothing: the first child holds the minimum.
-        let (mut other_first_ns, mut other_last_ns, mut probe_floor_ns) = (None, None, None);
+        let (mut other_first, mut other_last) = (None, None);
+        let mut newest = 0;
         if !children.is_empty() {
-            let v = publish();
+            // The first child alone keeps an older version; this process pins nothing.
+            let a = publish();
             for m in &mut children {
-                assert_eq!(m.command("pin"), v.to_string());
+                assert_eq!(m.command("pin"), a.to_string());
             }
-            assert_eq!(lock.oldest_pinned(), Some(v));
-            other_first_ns = Some(median_ns(15, 200, || {
-                oldest();
-            }));
+            let b = publish();
+            for m in &mut children[1..] {
+                assert_eq!(m.command("pin"), b.to_string());
+            }
+            assert_eq!(lock.oldest_pinned(), Some(a));
+            other_first = Some(measure_other(children[0].index));
 
-            // Every child but the last re-pins a newer version: the last holds the minimum.
-            let newer = publish();
+            // The last child alone keeps an older version.
+            let c = publish();
             let (last, rest) = children.split_last_mut().expect("a child");
             for m in rest {
-                assert_eq!(m.command("pin"), newer.to_string());
+                assert_eq!(m.command("pin"), c.to_string());
             }
-            assert_eq!(lock.oldest_pinned(), Some(v));
-            other_last_ns = Some(median_ns(15, 200, || {
-                oldest();
-            }));
-            let last_index = last.index;
-            assert!(probe(&file, last_index));
-            probe_floor_ns = Some(median_ns(15, 200, || {
-                black_box(probe(&file, last_index));
-            }));
-            assert_eq!(last.command("pin"), newer.to_string());
+            assert_eq!(lock.oldest_pinned(), Some(if k == 2 { a } else { b }));
+            other_last = Some(measure_other(last.index));
+            assert_eq!(last.command("pin"), c.to_string());
+            newest = c;
         }
 
         // This process pins the same version as every child; it is member 0, the first.
         let guard = lock.attach_reader().expect("attach");
+        assert_eq!(guard.version(), newest.max(lock.published()));
         assert_eq!(lock.oldest_pinned(), Some(guard.version()));
         let own_ns = median_ns(15, 2000, || {
-            oldest();
+            black_box(lock.oldest_pinned());
         });
         drop(guard);
 
-        let row = OldestRow {
+        eprintln!("# {k} members: none {none_ns:.0}, own {own_ns:.0}, other first {other_first:?}, other last {other_last:?}");
+        rows.push(OldestRow {
             members: k,
             none_ns,
             own_ns,
-            other_first_ns,
-            other_last_ns,
-            probe_floor_ns,
-        };
-        eprintln!(
-            "# k={k}: none {:.0} own {:.0} other first {:?} other last {:?} probe {:?}",
-            row.none_ns, row.own_ns, row.other_first_ns, row.other_last_ns, row.probe_floor_ns
-        );
-        rows.push(row);
+            other_first,
+            other_last,
+        });
     }
     for m in children {
         m.child.finish(Duration::from_secs(5));
@@ -248,19 +252,26 @@ fn run_oldest(counts: &[usize], out: &Path) {
     let rows = oldest_growth(dir.path(), counts);
     println!("# shmlock growth: oldest_pinned() vs live members (ns, median of 15 batches)");
     println!("# machine: {}", common::machine_description());
-    println!("| members | none pinned | own is oldest | other (first) is oldest | other (last) is oldest | probe floor | scan floor |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
+    println!("| members | none pinned | own is oldest | other (first) is oldest | its probe floor | other (last) is oldest | its probe floor | scan floor |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let pair = |v: Option<(f64, f64)>| {
+        v.map_or(["—".to_string(), "—".to_string()], |(o, f)| {
+            [format!("{o:.0}"), format!("{f:.0}")]
+        })
+    };
     let mut csv = String::from(
-        "members,none_ns,own_ns,other_first_ns,other_last_ns,probe_floor_ns,scan_floor_ns\n",
+        "members,none_ns,own_ns,other_first_ns,probe_first_ns,other_last_ns,probe_last_ns,scan_floor_ns\n",
     );
     for r in &rows {
+        let [first, probe_first] = pair(r.other_first);
+        let [last, probe_last] = pair(r.other_last);
         let cells = [
             format!("{:.0}", r.none_ns),
             format!("{:.0}", r.own_ns),
-            opt(r.other_first_ns),
-            opt(r.other_last_ns),
-            opt(r.probe_floor_ns),
+            first,
+            probe_first,
+            last,
+            probe_last,
             format!("{floor:.0}"),
         ];
         println!("| {} | {} |", r.members, cells.join(" | "));
