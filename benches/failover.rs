@@ -19,23 +19,44 @@
 //! (shmlock: the page's waiting-claimant count; LMDB: no such count) and then 2 ms more in
 //! both cases. Times are `CLOCK_BOOTTIME`, comparable across processes.
 //!
+//! **publish → a reader in another process** (`--wakeup-trials`), three ways, trials
+//! interleaved:
+//!
+//! * `shmlock publish → wait_published`: a child sleeps in `wait_published(last, 10 s)`;
+//!   the bench waits until the page shows a reader waiting, then 2 ms plus a random
+//!   0–1 ms, reads the clock and calls `publish`;
+//! * `poll every 1 ms`: a second child loops `sleep(1 ms)`, `published()` — what SQLite's
+//!   readers effectively do (they look at the `-shm` header's change counter when they
+//!   next start a read); it sees the same publish, whose random delay spreads it over the
+//!   poll period;
+//! * `futex floor`: a child `FUTEX_WAIT`s on a word of a mapped page; the bench stores the
+//!   new value and `FUTEX_WAKE`s it: the least a cross-process wake-up costs.
+//!
+//! Latency = the child's clock when it sees the version − the bench's just before it
+//! published.
+//!
 //! ```text
-//! cargo bench --bench failover -- [--trials 200] [--lease-trials 200] [--csv FILE]
+//! cargo bench --bench failover -- [--trials 200] [--lease-trials 200] [--wakeup-trials 300]
+//!                                 [--csv FILE]
 //! ```
 
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Lmdb, Percentiles, RoleChild};
+use common::{Lmdb, MappedPage, Percentiles, RoleChild};
 use nix::sys::signal::Signal;
 use shmlock::{Options, ShmLock, Takeover};
 
 const LEASE: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_millis(2);
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(1);
+const WAIT: Duration = Duration::from_secs(10);
 
 fn owner(kind: &str, path: &Path) {
     let mut lines = std::io::stdin().lines();
@@ -241,33 +262,203 @@ fn lmdb_trial(env: &Lmdb, dir: &Path, ending: Ending) -> i64 {
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// publish → a reader in another process.
+
+/// A reader that reports every newer version it sees, with the clock when it saw it.
+fn waiter(kind: &str, path: &Path) {
+    let mut last = 0;
+    let report = |v: u64| common::tell_parent(&format!("{v} {}", common::boottime_ns()));
+    match kind {
+        "shmlock" => {
+            let lock = ShmLock::open(path).expect("open");
+            common::tell_parent("ready");
+            loop {
+                let v = lock.wait_published(last, WAIT).expect("a publish");
+                report(v);
+                last = v;
+            }
+        }
+        "poll" => {
+            let lock = ShmLock::open(path).expect("open");
+            common::tell_parent("ready");
+            loop {
+                std::thread::sleep(POLL);
+                let v = lock.published();
+                if v > last {
+                    report(v);
+                    last = v;
+                }
+            }
+        }
+        "futex" => {
+            let page = MappedPage::open(path);
+            let word = page.word(0);
+            common::tell_parent("ready");
+            loop {
+                let v = word.load(Acquire);
+                if v > last {
+                    report(v);
+                    last = v;
+                } else {
+                    futex_wait(word, v);
+                }
+            }
+        }
+        other => panic!("unknown waiter kind {other}"),
+    }
+}
+
+/// `FUTEX_WAIT` (shared, not private: the word is in a `MAP_SHARED` page) while the low 32
+/// bits of `word` are `expected`'s.
+fn futex_wait(word: &AtomicU64, expected: u64) {
+    let timeout = libc::timespec {
+        tv_sec: WAIT.as_secs() as libc::time_t,
+        tv_nsec: 0,
+    };
+    // SAFETY: `word` is a live, aligned word; the kernel reads its first 4 bytes (the low
+    // half on this little-endian target); `timeout` outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected as u32,
+            &timeout as *const libc::timespec,
+        )
+    };
+}
+
+/// `FUTEX_WAKE` every waiter on `word`.
+fn futex_wake(word: &AtomicU64) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE only reads the address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+/// A small xorshift generator for the random part of the settle delay.
+struct Jitter(u64);
+
+impl Jitter {
+    fn next_below(&mut self, bound_ns: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_nanos(self.0 % bound_ns)
+    }
+}
+
+struct Waiter {
+    child: RoleChild,
+}
+
+impl Waiter {
+    fn spawn(kind: &str, path: &Path) -> Waiter {
+        let mut child = RoleChild::spawn("waiter", &[kind, path.to_str().expect("utf-8 path")]);
+        assert_eq!(child.line(), "ready");
+        Waiter { child }
+    }
+
+    /// The version the child saw and when (ns of `CLOCK_BOOTTIME`).
+    fn seen(&mut self) -> (u64, u64) {
+        let line = self.child.line();
+        let (v, t) = line.split_once(' ').expect("version and time");
+        (v.parse().expect("version"), t.parse().expect("ns"))
+    }
+}
+
+fn wakeup(dir: &Path, trials: usize) -> [Row; 3] {
+    let shm = dir.join("wakeup-shm");
+    let lock = ShmLock::open(&shm).expect("open");
+    let writer = lock.try_claim_writer().expect("claim");
+    let floor_path = dir.join("wakeup.page");
+    let floor_page = MappedPage::open(&floor_path);
+    let floor_word = floor_page.word(0);
+    let mut shmlock_waiter = Waiter::spawn("shmlock", &shm);
+    let mut poll_waiter = Waiter::spawn("poll", &shm);
+    let mut futex_waiter = Waiter::spawn("futex", &floor_path);
+    let mut jitter = Jitter(common::boottime_ns() | 1);
+    let (mut shm_lat, mut poll_lat, mut futex_lat) = (vec![], vec![], vec![]);
+    let mut version = 0;
+    for _ in 0..trials {
+        // shmlock: the waiter is asleep (its bit is set before it looks), then publish.
+        version += 1;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock.snapshot().waiting_for_publish == 0 {
+            assert!(Instant::now() < deadline, "the waiter never waited");
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        std::thread::sleep(SETTLE + jitter.next_below(1_000_000));
+        let t = common::boottime_ns();
+        writer.publish(version).expect("publish");
+        // The poller sees the same publish.
+        let (v, woke) = shmlock_waiter.seen();
+        assert_eq!(v, version);
+        shm_lat.push(woke as i64 - t as i64);
+        let (v, seen) = poll_waiter.seen();
+        assert_eq!(v, version);
+        poll_lat.push(seen as i64 - t as i64);
+
+        // The floor: a raw futex on a shared page.
+        std::thread::sleep(SETTLE + jitter.next_below(1_000_000));
+        let t = common::boottime_ns();
+        floor_word.store(version, Release);
+        futex_wake(floor_word);
+        let (v, woke) = futex_waiter.seen();
+        assert_eq!(v, version);
+        futex_lat.push(woke as i64 - t as i64);
+    }
+    drop(writer);
+    for w in [shmlock_waiter, poll_waiter, futex_waiter] {
+        drop(w.child);
+    }
+    [
+        Row {
+            name: "shmlock publish → wait_published wakes",
+            samples: shm_lat,
+        },
+        Row {
+            name: "poll every 1 ms: publish → published() sees it",
+            samples: poll_lat,
+        },
+        Row {
+            name: "futex floor: store + FUTEX_WAKE → FUTEX_WAIT returns",
+            samples: futex_lat,
+        },
+    ]
+}
+
 struct Row {
     name: &'static str,
     samples: Vec<i64>,
 }
 
-fn parse_args() -> (usize, usize, Option<String>) {
-    let (mut trials, mut lease_trials, mut csv) = (200, 200, None);
+/// `(trials, lease_trials, wakeup_trials, csv)`.
+fn parse_args() -> (usize, usize, usize, Option<String>) {
+    let (mut trials, mut lease_trials, mut wakeup_trials, mut csv) = (200, 200, 300, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--trials" => trials = value().parse().expect("--trials N"),
             "--lease-trials" => lease_trials = value().parse().expect("--lease-trials N"),
+            "--wakeup-trials" => wakeup_trials = value().parse().expect("--wakeup-trials N"),
             "--csv" => csv = Some(value()),
             _ => {}
         }
     }
-    (trials, lease_trials, csv)
+    (trials, lease_trials, wakeup_trials, csv)
 }
 
 fn main() {
     if let Some(role) = common::role() {
-        assert_eq!(role, "owner", "unknown child role");
-        owner(&common::arg(1), &common::arg_path(2));
+        match role.as_str() {
+            "owner" => owner(&common::arg(1), &common::arg_path(2)),
+            "waiter" => waiter(&common::arg(1), &common::arg_path(2)),
+            other => panic!("unknown child role {other}"),
+        }
         return;
     }
-    let (trials, lease_trials, csv) = parse_args();
+    let (trials, lease_trials, wakeup_trials, csv) = parse_args();
     let dir = common::scratch_dir("failover");
     let path = dir.path().join("failover-shm");
     let lock = ShmLock::open(&path).expect("open");
@@ -322,6 +513,10 @@ fn main() {
         rows[5]
             .samples
             .push(shmlock_trial(&lock, &leased, &path, Ending::Stop));
+    }
+    let mut rows = Vec::from(rows);
+    if wakeup_trials > 0 {
+        rows.extend(wakeup(dir.path(), wakeup_trials));
     }
 
     println!("# shmlock failover latency (µs)");

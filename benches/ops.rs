@@ -24,7 +24,9 @@ mod common;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{FlockCounter, Lmdb, MappedPage, RobustMutex, RoleChild, SeedHeader};
@@ -54,8 +56,17 @@ impl Anchors {
 
 fn attach_detach(c: &mut Criterion, dir: &Path) {
     let lock = ShmLock::open(dir.join("attach-shm")).expect("open");
+    // Something published, as in an engine (attach pins it).
+    lock.try_claim_writer()
+        .expect("claim")
+        .publish(1)
+        .expect("publish");
     let mut a = Anchors::new(dir);
     let lmdb = Lmdb::open(&dir.join("lmdb-attach"));
+    let lmdb_tls = Lmdb::open_tls(&dir.join("lmdb-attach-tls"));
+    let mut lmdb_read = lmdb_tls.read_txn();
+    let replica_page = MappedPage::open(&dir.join("replica.page"));
+    let replica = PinReplica::new(&replica_page);
     let mut g = c.benchmark_group("attach_detach");
     g.bench_function("shmlock", |b| {
         b.iter(|| drop(black_box(lock.attach_reader().expect("attach"))))
@@ -68,9 +79,264 @@ fn attach_detach(c: &mut Criterion, dir: &Path) {
             black_box(word.fetch_sub(1, Release));
         })
     });
+    // Ablation: the library's atomic operations replayed without the library, adding one
+    // ingredient at a time (see `PinReplica`).
+    g.bench_function("replica_member_word", |b| {
+        b.iter(|| {
+            replica.detach(
+                replica.attach(Ingredients::MEMBER_WORD),
+                Ingredients::MEMBER_WORD,
+            )
+        })
+    });
+    g.bench_function("replica_plus_published", |b| {
+        b.iter(|| {
+            replica.detach(
+                replica.attach(Ingredients::PUBLISHED),
+                Ingredients::PUBLISHED,
+            )
+        })
+    });
+    g.bench_function("replica_plus_local_slot", |b| {
+        b.iter(|| {
+            replica.detach(
+                replica.attach(Ingredients::LOCAL_SLOT),
+                Ingredients::LOCAL_SLOT,
+            )
+        })
+    });
+    // The same without the Arc, and with the local pin kept in a slot only this thread
+    // writes (a plain store, no CAS): the atomic operations of the design change
+    // BENCHMARKS.md proposes.
+    g.bench_function("replica_thread_slot", |b| {
+        b.iter(|| {
+            replica.detach(
+                replica.attach(Ingredients::THREAD_SLOT),
+                Ingredients::THREAD_SLOT,
+            )
+        })
+    });
+    g.bench_function("replica_plus_arc", |b| {
+        b.iter(|| replica.detach(replica.attach(Ingredients::ALL), Ingredients::ALL))
+    });
     bench_anchor_pairs(&mut g, &mut a);
+    // LMDB's reader pin, three ways: with MDB_NOTLS (a slot claimed under the reader mutex
+    // per transaction), with its default per-thread slot (begin stamps the txnid), and
+    // with a kept transaction (renew + reset: no allocation, LMDB at its cheapest).
     g.bench_function("lmdb_reader_slot", |b| b.iter(|| lmdb.reader_slot()));
+    g.bench_function("lmdb_begin_abort_tls", |b| {
+        b.iter(|| lmdb_tls.reader_slot())
+    });
+    g.bench_function("lmdb_renew_reset", |b| b.iter(|| lmdb_read.renew_reset()));
     g.finish();
+}
+
+/// Which of the library's ingredients of attach+detach a [`PinReplica`] replays.
+#[derive(Clone, Copy)]
+struct Ingredients {
+    /// The two loads of `published` (before and after the pin) and the detach's look at
+    /// the pin-waiter bitmap (two words).
+    published: bool,
+    /// The process-local pin slot: its CAS on attach and on detach, and the loads before.
+    local_slot: bool,
+    /// The guard's `Arc` clone on attach and drop on detach.
+    arc: bool,
+    /// The local pin in a slot of the calling thread's own: a plain load and store instead
+    /// of the shared local slot's CAS.
+    thread_slot: bool,
+}
+
+impl Ingredients {
+    const MEMBER_WORD: Ingredients = Ingredients {
+        published: false,
+        local_slot: false,
+        arc: false,
+        thread_slot: false,
+    };
+    const THREAD_SLOT: Ingredients = Ingredients {
+        thread_slot: true,
+        ..Ingredients::PUBLISHED
+    };
+    const PUBLISHED: Ingredients = Ingredients {
+        published: true,
+        ..Ingredients::MEMBER_WORD
+    };
+    const LOCAL_SLOT: Ingredients = Ingredients {
+        local_slot: true,
+        ..Ingredients::PUBLISHED
+    };
+    const ALL: Ingredients = Ingredients {
+        arc: true,
+        ..Ingredients::LOCAL_SLOT
+    };
+}
+
+/// The atomic operations of `attach_reader()` + drop in the steady state (one guard at a
+/// time, `published` unchanged), with the library's orderings, on a mapped page without the
+/// library: `published` and the pin-waiter bitmap on a line every process reads, the
+/// member's pin word (`readers << 48 | oldest`) on a line of its own, the pin slot and its
+/// `used` count in process memory, and an `Arc` standing for the guard's handle.
+struct PinReplica<'a> {
+    published: &'a AtomicU64,
+    pin_waiters: [&'a AtomicU64; 2],
+    pins: &'a AtomicU64,
+    used: AtomicU64,
+    slot: Box<AtomicU64>,
+    handle: Arc<u64>,
+}
+
+const PIN_VERSION_BITS: u32 = 48;
+const PIN_NONE: u64 = (1 << PIN_VERSION_BITS) - 1;
+
+impl<'a> PinReplica<'a> {
+    fn new(page: &'a MappedPage) -> PinReplica<'a> {
+        let published = page.word(64 * 2);
+        published.store(1, Release);
+        PinReplica {
+            published,
+            pin_waiters: [page.word(64 * 2 + 8), page.word(64 * 2 + 16)],
+            pins: page.word(64 * 5),
+            used: AtomicU64::new(1),
+            slot: Box::new(AtomicU64::new(0)),
+            handle: Arc::new(0),
+        }
+    }
+
+    #[inline]
+    fn published(&self, with: Ingredients) -> u64 {
+        if with.published {
+            self.published.load(SeqCst) & PIN_NONE
+        } else {
+            1
+        }
+    }
+
+    /// Attach: read `published`, pin it in the local slot, make the pin visible in the
+    /// member's word, re-read `published`, clone the handle.
+    #[inline]
+    fn attach(&self, with: Ingredients) -> (u64, Option<Arc<u64>>) {
+        let version = self.published(with);
+        if with.local_slot {
+            black_box(self.used.load(Acquire));
+            let free = self.slot.load(Acquire);
+            assert_eq!(free >> PIN_VERSION_BITS, 0);
+            let word = self.slot.load(Acquire);
+            self.slot
+                .compare_exchange(word, 1 << PIN_VERSION_BITS | version, Release, Relaxed)
+                .expect("the slot is ours");
+        }
+        if with.thread_slot {
+            let word = self.slot.load(Relaxed);
+            self.slot
+                .store((word + (1 << PIN_VERSION_BITS)) | version, Release);
+        }
+        let mut word = self.pins.load(Acquire);
+        loop {
+            let readers = word >> PIN_VERSION_BITS;
+            let oldest = if readers == 0 {
+                PIN_NONE
+            } else {
+                word & PIN_NONE
+            };
+            let new = (readers + 1) << PIN_VERSION_BITS | oldest.min(version);
+            match self.pins.compare_exchange(word, new, SeqCst, Acquire) {
+                Ok(_) => break,
+                Err(now) => word = now,
+            }
+        }
+        assert_eq!(self.published(with), version);
+        (version, with.arc.then(|| Arc::clone(&self.handle)))
+    }
+
+    /// Detach: drop the local pin, lower the member's reader count (raising its oldest),
+    /// look for waiting writers, drop the handle.
+    #[inline]
+    fn detach(&self, (version, handle): (u64, Option<Arc<u64>>), with: Ingredients) {
+        if with.local_slot {
+            black_box(self.used.load(Acquire));
+            let word = self.slot.load(Acquire);
+            assert_eq!(word & PIN_NONE, version);
+            self.slot
+                .compare_exchange(word, word - (1 << PIN_VERSION_BITS), Release, Relaxed)
+                .expect("the slot is ours");
+        }
+        if with.thread_slot {
+            let word = self.slot.load(Relaxed);
+            assert_eq!(word & PIN_NONE, version);
+            self.slot.store(word - (1 << PIN_VERSION_BITS), Release);
+        }
+        let mut word = self.pins.load(Acquire);
+        loop {
+            let left = (word >> PIN_VERSION_BITS) - 1;
+            let new = left << PIN_VERSION_BITS | if left == 0 { PIN_NONE } else { word & PIN_NONE };
+            match self.pins.compare_exchange(word, new, SeqCst, Acquire) {
+                Ok(_) => break,
+                Err(now) => word = now,
+            }
+        }
+        if with.published && self.pin_waiters.iter().any(|w| w.load(SeqCst) != 0) {
+            unreachable!("nobody waits in this bench");
+        }
+        drop(black_box(handle));
+    }
+}
+
+fn publish(c: &mut Criterion, dir: &Path) {
+    let lock = ShmLock::open(dir.join("publish-shm")).expect("open");
+    let writer = lock.try_claim_writer().expect("claim");
+    let a = Anchors::new(dir);
+    let mut g = c.benchmark_group("publish");
+    let mut version = lock.published();
+    g.bench_function("shmlock", |b| {
+        b.iter(|| {
+            version += 1;
+            writer.publish(version).expect("publish")
+        })
+    });
+    // What a publish must do at least: store the version, check the owner word.
+    let published = a.page.word(64 * 4);
+    let owner = a.page.word(64 * 2);
+    let waiters = [a.page.word(64 * 4 + 8), a.page.word(64 * 4 + 16)];
+    owner.store(7, Relaxed);
+    let mut floor_version = 0u64;
+    g.bench_function("floor", |b| {
+        b.iter(|| {
+            floor_version += 1;
+            published.store(black_box(floor_version), Release);
+            black_box(owner.load(Acquire) == 7)
+        })
+    });
+    // The same with the SeqCst store a handshake with the readers' re-read needs (`xchg`).
+    g.bench_function("floor_seqcst", |b| {
+        b.iter(|| {
+            floor_version += 1;
+            published.store(black_box(floor_version), SeqCst);
+            black_box(owner.load(SeqCst) == 7)
+        })
+    });
+    // The library's atomic operations without the library: load the word, check the
+    // owner, CAS the new version in, look at the publish-waiter bitmap (two words).
+    g.bench_function("replica_cas", |b| {
+        b.iter(|| {
+            floor_version += 1;
+            let word = published.load(SeqCst);
+            assert!(owner.load(SeqCst) == 7 && word < floor_version);
+            published
+                .compare_exchange(word, floor_version, SeqCst, SeqCst)
+                .expect("one publisher");
+            black_box(waiters.iter().any(|w| w.load(SeqCst) != 0))
+        })
+    });
+    g.bench_function("robust_mutex", |b| {
+        b.iter(|| {
+            floor_version += 1;
+            a.mutex.lock();
+            a.mutex.counter().store(floor_version, Relaxed);
+            a.mutex.unlock();
+        })
+    });
+    g.finish();
+    drop(writer);
 }
 
 /// The two-operation anchors (seed, flock, robust mutex) for a paired operation.
@@ -328,6 +594,7 @@ fn main() {
         .sample_size(30)
         .configure_from_args();
     attach_detach(&mut c, dir.path());
+    publish(&mut c, dir.path());
     heartbeat(&mut c, dir.path());
     claim_release(&mut c, dir.path());
     snapshot(&mut c, dir.path());

@@ -309,8 +309,11 @@ impl SeedHeader {
 // ---------------------------------------------------------------------------------------
 // LMDB.
 
-/// An LMDB environment (`MDB_NOTLS`: reader slots belong to transactions, not threads, so
-/// every read-only `begin` claims a slot under the reader mutex and every `abort` frees it).
+/// An LMDB environment. [`Lmdb::open`] uses `MDB_NOTLS`: reader slots belong to
+/// transactions, not threads, so every read-only `begin` claims a slot under the reader
+/// mutex and every `abort` frees it. [`Lmdb::open_tls`] uses LMDB's default: a thread keeps
+/// its reader slot, so a read-only `begin` only stamps the slot with the txnid it pins (and
+/// allocates the transaction), and `abort` clears the stamp.
 pub struct Lmdb {
     env: NonNull<mdb::MDB_env>,
 }
@@ -329,8 +332,18 @@ fn mdb_check(rc: libc::c_int, what: &str) {
 }
 
 impl Lmdb {
-    /// Open (creating) the environment in directory `dir`.
+    /// Open (creating) the environment in directory `dir`, with `MDB_NOTLS`.
     pub fn open(dir: &Path) -> Lmdb {
+        Lmdb::open_with(dir, mdb::MDB_NOTLS)
+    }
+
+    /// Open (creating) the environment in directory `dir` with LMDB's default flags
+    /// (reader slots kept per thread).
+    pub fn open_tls(dir: &Path) -> Lmdb {
+        Lmdb::open_with(dir, 0)
+    }
+
+    fn open_with(dir: &Path, flags: libc::c_uint) -> Lmdb {
         std::fs::create_dir_all(dir).expect("create the LMDB directory");
         let c_dir = CString::new(dir.as_os_str().as_bytes()).expect("no NUL in path");
         let mut env = std::ptr::null_mut();
@@ -343,7 +356,7 @@ impl Lmdb {
                 "mdb_env_set_maxreaders",
             );
             mdb_check(
-                mdb::mdb_env_open(env, c_dir.as_ptr(), mdb::MDB_NOTLS, 0o600),
+                mdb::mdb_env_open(env, c_dir.as_ptr(), flags, 0o600),
                 "mdb_env_open",
             );
         }
@@ -361,12 +374,22 @@ impl Lmdb {
         txn
     }
 
-    /// `mdb_txn_begin(MDB_RDONLY)` + `mdb_txn_abort`: take and free a reader slot.
+    /// `mdb_txn_begin(MDB_RDONLY)` + `mdb_txn_abort`: pin the latest txnid in a reader
+    /// slot and unpin it (with `MDB_NOTLS`, also take and free the slot).
     #[inline]
     pub fn reader_slot(&self) {
         let txn = self.begin(mdb::MDB_RDONLY);
         // SAFETY: a live transaction of ours.
         unsafe { mdb::mdb_txn_abort(txn) };
+    }
+
+    /// A read-only transaction kept for [`LmdbReadTxn::renew_reset`]: LMDB's cheapest way
+    /// to pin and unpin, with no allocation per read.
+    pub fn read_txn(&self) -> LmdbReadTxn<'_> {
+        let txn = self.begin(mdb::MDB_RDONLY);
+        // SAFETY: our live read-only transaction; reset releases its snapshot.
+        unsafe { mdb::mdb_txn_reset(txn) };
+        LmdbReadTxn { txn, _env: self }
     }
 
     /// Begin a write transaction (takes the writer mutex; blocks while another writer
@@ -394,6 +417,32 @@ impl Drop for Lmdb {
     fn drop(&mut self) {
         // SAFETY: no transaction outlives the env (they borrow it).
         unsafe { mdb::mdb_env_close(self.env.as_ptr()) };
+    }
+}
+
+/// A reset read-only transaction; aborted on drop.
+pub struct LmdbReadTxn<'a> {
+    txn: *mut mdb::MDB_txn,
+    _env: &'a Lmdb,
+}
+
+impl LmdbReadTxn<'_> {
+    /// `mdb_txn_renew` + `mdb_txn_reset`: pin the latest txnid in the thread's reader slot,
+    /// then unpin it.
+    #[inline]
+    pub fn renew_reset(&mut self) {
+        // SAFETY: our reset read-only transaction; renew re-pins it, reset unpins it.
+        unsafe {
+            mdb_check(mdb::mdb_txn_renew(self.txn), "mdb_txn_renew");
+            mdb::mdb_txn_reset(self.txn);
+        }
+    }
+}
+
+impl Drop for LmdbReadTxn<'_> {
+    fn drop(&mut self) {
+        // SAFETY: our live (reset) transaction.
+        unsafe { mdb::mdb_txn_abort(self.txn) };
     }
 }
 
