@@ -141,6 +141,9 @@ pub enum Mutant {
     ClaimWithoutRetag,
     /// A waiter sets its bit only after its look at the state it waits on.
     WaitBitAfterLook,
+    /// Claim attempts of one process are not serialised, so a losing attempt's
+    /// declaration can overwrite the winner's in their shared member entry.
+    ClaimsNotSerialised,
 }
 
 /// What a sleeper in the page waits for; each kind has a bitmap of waiting members and a
@@ -201,12 +204,18 @@ pub trait Platform {
         let _ = (index, identity);
     }
 
-    /// This process's state of the protocol for this page (reader pins, stamps).
+    /// This process's state of the protocol for this page (its reader pins).
     fn local(&self) -> &crate::protocol::Local<Self::Word>;
 
     /// Run `f` on this process's count of threads waiting as `kind`, under a
     /// process-local lock (the waiting path only).
     fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32));
+
+    /// Run one claim attempt with this process's other claim attempts on the page
+    /// excluded (a process-local lock). Threads of one process share its member entry, so
+    /// a losing attempt must not write its declaration over the winner's. Other processes
+    /// are never excluded: across processes a claim stays one compare-and-swap.
+    fn serialise_claim(&self, attempt: &mut dyn FnMut());
 
     /// Whether the protocol should commit the deliberate bug `mutant` (models only).
     #[inline(always)]

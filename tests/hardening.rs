@@ -113,10 +113,6 @@ fn forked_child_does_not_pin_a_dead_owner() {
 /// counting, a fresh process takes the role over, and the entry is reaped — although the
 /// child, which inherited its descriptors and its mapping, is alive.
 #[test]
-#[ignore = "library bug: the forked child inherits the MAP_SHARED mapping, whose vm_file keeps \
-            the parent's open file description (and its OFD member and dead-man-switch locks) \
-            alive until the child dies; madvise(MADV_DONTFORK) on the mapping in sys::map \
-            fixes it (verified on a patched copy)"]
 fn a_forked_child_does_not_keep_its_dead_parent_alive() {
     become_subreaper();
     let dir = tempfile::tempdir().unwrap();

@@ -487,6 +487,8 @@ struct ProcessState {
     watches_deaths: bool,
     /// Member identities this process already watches (one watcher per identity).
     watched: std::sync::Mutex<Vec<u64>>,
+    /// Serialises this process's claim attempts (`Platform::serialise_claim`).
+    claims: Mutex<()>,
 }
 
 /// One modelled process, as seen from one of its threads: the protocol's platform.
@@ -533,6 +535,7 @@ impl Process {
                 waiters: Mutex::new([0; 3]),
                 watches_deaths,
                 watched: Default::default(),
+                claims: Mutex::new(()),
             }),
         }
     }
@@ -772,6 +775,11 @@ impl Platform for Process {
 
     fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
         f(&mut self.state.waiters.lock().unwrap()[kind.index()]);
+    }
+
+    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
+        let _one_at_a_time = self.state.claims.lock().unwrap();
+        attempt();
     }
 
     fn mutant(&self, mutant: Mutant) -> bool {

@@ -1316,11 +1316,10 @@ fn model_11_no_reclaimed_version_is_read() {
     oldest_pin_handshake(None, false);
 }
 
-/// Model 11b: model 11, then the writer publishes 3 and asks again (v = 2). Fails: see
-/// README.md, "Found" — a detach can hide the pin an attach just moved to the new version.
+/// Model 11b: model 11, then the writer publishes 3 and asks again (v = 2): a detach must
+/// not hide the pin an attach just moved to the new version (it did, before the local pin
+/// slots' CASes acquired: see README.md, "Found").
 #[test]
-#[ignore = "protocol bug: a detach's raise can hide a pin an attach moved (ABA on the pins \
-            word + no acquire on the local unpin); see loom-tests/README.md, Found"]
 fn model_11b_a_moved_pin_is_not_hidden_by_a_racing_detach() {
     oldest_pin_handshake(None, true);
 }
@@ -1591,8 +1590,12 @@ fn racing_claims_of_one_process(mutant: Option<Mutant>) {
 }
 
 #[test]
-#[ignore = "protocol bug: a losing claim of the owner's own process overwrites the winner's \
-            declared lease; see loom-tests/README.md, Found"]
 fn model_14_racing_claims_of_one_process_keep_the_winners_lease() {
     racing_claims_of_one_process(None);
+}
+
+#[test]
+#[should_panic(expected = "the owner was judged by a lease its claim did not declare")]
+fn model_14_catches_claims_not_serialised() {
+    racing_claims_of_one_process(Some(Mutant::ClaimsNotSerialised));
 }

@@ -248,6 +248,9 @@ mod tests {
         fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
             f(&mut self.waiters.borrow_mut()[kind.index()]);
         }
+        fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
+            attempt()
+        }
     }
 
     const BOOT: u64 = 77;

@@ -50,7 +50,7 @@
 //! reaches a version (a detach that raises its member's oldest wakes it, and so does a
 //! death: a death watcher on the member holding the minimum, and the bounded sleep slice).
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
 use std::time::Duration;
 
 use crate::page::{
@@ -64,14 +64,12 @@ use crate::protocol::{wait, writer};
 /// is noticed within this).
 pub const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
 
-/// A process's own protocol state for one page: its reader pins, its heartbeat stamps.
+/// A process's own protocol state for one page: its reader pins.
 pub struct Local<W> {
     /// `count << 48 | version`: `count` live guards of this process pin `version`.
     slots: Box<[W]>,
     /// Slots ever used (scans stop here).
     used: W,
-    /// The latest heartbeat stamp this process wrote (stamps strictly increase).
-    last_stamp: W,
 }
 
 impl<W: Word> Local<W> {
@@ -82,23 +80,6 @@ impl<W: Word> Local<W> {
         Local {
             slots: (0..slots.max(1)).map(|_| W::new(0)).collect(),
             used: W::new(0),
-            last_stamp: W::new(0),
-        }
-    }
-
-    /// A heartbeat stamp at least `now` and above every stamp this process wrote before.
-    #[inline]
-    pub fn next_stamp(&self, now: u64) -> u64 {
-        let mut last = self.last_stamp.load(Relaxed);
-        loop {
-            let stamp = now.max(last + 1);
-            match self
-                .last_stamp
-                .compare_exchange(last, stamp, Relaxed, Relaxed)
-            {
-                Ok(_) => return stamp,
-                Err(seen) => last = seen,
-            }
         }
     }
 
@@ -124,7 +105,7 @@ impl<W: Word> Local<W> {
                 } else if count < MAX_READERS_PER_MEMBER && pinned <= version {
                     if pinned == version {
                         if slot
-                            .compare_exchange(word, word + (1 << 48), Release, Relaxed)
+                            .compare_exchange(word, word + (1 << 48), AcqRel, Acquire)
                             .is_ok()
                         {
                             return Some(version);
@@ -149,7 +130,7 @@ impl<W: Word> Local<W> {
                 let word = slot.load(Acquire);
                 if pins_readers(word) == 0
                     && slot
-                        .compare_exchange(word, pins_word(1, version), Release, Relaxed)
+                        .compare_exchange(word, pins_word(1, version), AcqRel, Acquire)
                         .is_ok()
                 {
                     return Some(version);
@@ -165,7 +146,7 @@ impl<W: Word> Local<W> {
                 && pins_readers(word) < MAX_READERS_PER_MEMBER
                 && word & NO_PIN == pinned
                 && slot
-                    .compare_exchange(word, word + (1 << 48), Release, Relaxed)
+                    .compare_exchange(word, word + (1 << 48), AcqRel, Acquire)
                     .is_ok()
             {
                 return Some(pinned);
@@ -183,7 +164,7 @@ impl<W: Word> Local<W> {
                 if pins_readers(word) > 0 && word & NO_PIN == version {
                     found = true;
                     if slot
-                        .compare_exchange(word, word - (1 << 48), Release, Relaxed)
+                        .compare_exchange(word, word - (1 << 48), AcqRel, Acquire)
                         .is_ok()
                     {
                         return;

@@ -35,9 +35,16 @@
 //! process writes `HEARTBEAT_CLAIMED | generation` into that word before its owner CAS,
 //! and only once the owner word no longer names the process — after the old guard was
 //! deposed. So an old guard either loads the marker (then its check fails) or loaded an
-//! older value (then its CAS fails: markers are unique per generation and a process's
-//! stamps strictly increase). Nothing it does can change its successor's owner word,
+//! older value (then its CAS fails: markers are unique per generation, and stamps strictly
+//! increase: each heartbeat stamps above the stamp it replaces, and the first one after a
+//! marker reads a monotonic clock after the marker, so above every earlier stamp). Nothing it does can change its successor's owner word,
 //! generation, heartbeat or published version (invariant 4).
+//!
+//! Threads of **one process** share its member entry, so their claim attempts are
+//! serialised by a process-local lock ([`Platform::serialise_claim`]): a losing attempt
+//! would otherwise write its declaration (and heartbeat marker) over the winner's, after
+//! the winner's CAS — a handle declaring no lease could then be deposed by the lease of
+//! another handle of its process. Across processes a claim stays one CAS.
 //!
 //! **Waiting** claimants sleep on `wake_seq` with their member's bit set in
 //! `claim_waiters` (see `wait.rs`): a release clears the owner word, then wakes them only if
@@ -210,6 +217,24 @@ fn owner_lease<P: Platform>(
 /// `watched` has seen it own (what a waiting claimant knows).
 #[inline]
 pub fn try_claim_watching<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+    declare: &Declaration,
+    watched: Option<Watched>,
+) -> Result<Claim, ClaimError> {
+    if plat.mutant(Mutant::ClaimsNotSerialised) {
+        return claim_attempt(page, plat, me, declare, watched);
+    }
+    let mut result = Err(ClaimError::GenerationExhausted);
+    plat.serialise_claim(&mut || result = claim_attempt(page, plat, me, declare, watched));
+    result
+}
+
+/// One claim attempt (see [`try_claim_watching`]); the caller excludes the process's other
+/// attempts.
+#[inline]
+fn claim_attempt<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     me: usize,
@@ -404,7 +429,7 @@ pub fn is_current<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> boo
 pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u64) -> bool {
     let stamp_word = &page.members[me].heartbeat;
     if plat.mutant(Mutant::HeartbeatStoresFirst) {
-        stamp_word.store(plat.local().next_stamp(plat.now()), Release);
+        stamp_word.store(plat.now().max(1), Release);
         return is_current(page, plat, word);
     }
     loop {
@@ -412,7 +437,15 @@ pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u
         if !is_current(page, plat, word) {
             return false;
         }
-        let stamp = plat.local().next_stamp(plat.now());
+        // Stamps of this entry strictly increase: a stamp follows the one it replaces. After
+        // a claim marker, `now` is past every stamp the marker replaced (the clock is
+        // monotonic and was read after the marker was written, which was after them).
+        let now = plat.now();
+        let stamp = if seen & HEARTBEAT_CLAIMED == 0 {
+            now.max(seen + 1)
+        } else {
+            now.max(1)
+        };
         if stamp_word
             .compare_exchange(seen, stamp, SeqCst, SeqCst)
             .is_ok()

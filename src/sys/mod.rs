@@ -51,6 +51,8 @@ pub(crate) struct Mapping {
     local: Local<AtomicU64>,
     /// Threads of this process asleep in the page, per [`WaitKind`].
     local_waiters: parking_lot::Mutex<[u32; 3]>,
+    /// Serialises this process's claim attempts (see `Platform::serialise_claim`).
+    claim_lock: parking_lot::Mutex<()>,
 }
 
 /// Pin slots per process and file: distinct versions its readers can pin at once before
@@ -163,6 +165,11 @@ impl Platform for OsPlatform<'_> {
             }
             watched[index] = identity;
         }
+        log::debug!(
+            target: "shmlock::watch",
+            "{}: started a death watcher on member {index} (identity {identity:#x})",
+            m.path.display()
+        );
         let reopened = File::open(format!("/proc/self/fd/{}", m.file.as_raw_fd()));
         let mapping = Arc::clone(m);
         let spawned = reopened.and_then(|watch_file| {
@@ -198,6 +205,12 @@ impl Platform for OsPlatform<'_> {
 
     fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
         f(&mut self.mapping.local_waiters.lock()[kind.index()]);
+    }
+
+    #[inline]
+    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
+        let _one_at_a_time = self.mapping.claim_lock.lock();
+        attempt();
     }
 }
 
@@ -403,6 +416,7 @@ fn map(path: &Path, file: File) -> Result<Arc<Mapping>> {
         watched: parking_lot::Mutex::new([0; MEMBER_CAPACITY]),
         local: Local::new(LOCAL_PIN_SLOTS),
         local_waiters: parking_lot::Mutex::new([0; 3]),
+        claim_lock: parking_lot::Mutex::new(()),
     }))
 }
 
@@ -676,6 +690,9 @@ impl Platform for ProbePlatform<'_> {
     }
     fn with_local_waiters(&self, _: WaitKind, f: &mut dyn FnMut(&mut u32)) {
         f(&mut 0)
+    }
+    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
+        attempt()
     }
 }
 

@@ -43,6 +43,9 @@ impl Platform for Alone {
         unreachable!("initialise keeps no process-local state")
     }
     fn with_local_waiters(&self, _: WaitKind, _: &mut dyn FnMut(&mut u32)) {}
+    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
+        attempt()
+    }
 }
 
 /// A freshly initialised page (as the library would write it) to mutate.
