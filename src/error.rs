@@ -111,7 +111,7 @@ pub enum Error {
         /// The file's version.
         found: u64,
         /// The version this library supports.
-        supported: u32,
+        supported: u64,
     },
     /// The file lives on a network (or otherwise unsupported) filesystem, where kernel
     /// locks and shared mappings are not coherent across hosts.
@@ -255,8 +255,8 @@ pub(crate) fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-fn version_hint(found: u64, supported: u32) -> &'static str {
-    if found > supported as u64 {
+fn version_hint(found: u64, supported: u64) -> &'static str {
+    if found > supported {
         "upgrade shmlock in every process that opens it"
     } else {
         "processes of an older shmlock still use it: stop them, and the next opener upgrades the file"

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::error::{human_duration, CorruptReason, Error, Result};
@@ -368,7 +368,9 @@ impl ShmLock {
             drop(registry);
             return Ok(wrap(theirs, OpenState::Joined));
         }
-        registry.push((opened.key, Arc::downgrade(&inner)));
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let membership: Weak<dyn std::any::Any + Send + Sync> = weak;
+        registry.push((opened.key, membership));
         Ok(wrap(inner, state))
     }
 
@@ -730,15 +732,12 @@ pub(crate) fn deadline_after(timeout: Duration) -> u64 {
     sys::os::boottime_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
 }
 
-fn lookup(
-    registry: &[((u64, u64), std::sync::Weak<Inner>)],
-    key: (u64, u64),
-) -> Option<Arc<Inner>> {
+fn lookup(registry: &sys::Registry, key: (u64, u64)) -> Option<Arc<Inner>> {
     let epoch = sys::fork_epoch();
     registry
         .iter()
         .filter(|(k, _)| *k == key)
-        .filter_map(|(_, weak)| weak.upgrade())
+        .filter_map(|(_, weak)| weak.upgrade()?.downcast::<Inner>().ok())
         .find(|inner| inner.fork_epoch == epoch)
 }
 

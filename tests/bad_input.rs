@@ -131,7 +131,7 @@ fn newer_format_version_is_never_touched() {
     set_word(&mut page, 2, FORMAT_VERSION as u64 + 1);
     refused_untouched(&page, |e| {
         matches!(e, Error::IncompatibleVersion { found, supported, .. }
-            if *found == FORMAT_VERSION as u64 + 1 && *supported == FORMAT_VERSION)
+            if *found == FORMAT_VERSION as u64 + 1 && *supported == FORMAT_VERSION as u64)
     });
     // Even when the newer format's file is not one page long.
     page.extend_from_slice(&[0; 4096]);

@@ -53,7 +53,7 @@ pub fn operator_message(e: &Error) -> String {
             found,
             supported,
         } => {
-            if *found > u64::from(*supported) {
+            if found > supported {
                 format!(
                     "{}: format version {found} is newer than this shmlock's ({supported}); use the shmlock tool of the version that wrote it",
                     path.display()

@@ -95,7 +95,7 @@ pub fn clear_held_entry<P: Platform>(
     let readers = pins_readers(pins).min(MAX_READERS_PER_MEMBER);
     if readers > 0 {
         // Its pins no longer hold anything back: a writer waiting for readers looks again.
-        wait::wake(page, plat, WaitKind::Pins);
+        wait::notify(page, plat, WaitKind::Pins);
     }
     if identity == 0 && owned_generation.is_none() {
         return None;

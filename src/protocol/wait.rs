@@ -102,12 +102,29 @@ pub fn wake<P: Platform>(page: &Page<P::Word>, plat: &P, kind: WaitKind) {
 
 #[cold]
 fn wake_sleepers<P: Platform>(page: &Page<P::Word>, plat: &P, kind: WaitKind) {
-    let seq = seq(page, kind);
-    seq.fetch_add(1, SeqCst);
-    if plat.wake_all(seq) == 0 {
+    if notify_sleepers(page, plat, kind) == 0 {
         // Nobody was asleep: the bits belong to sleepers between their bit and their
         // sleep (they re-check), or to dead processes — reap those.
         reap_dead_sleepers(page, plat, kind);
+    }
+}
+
+/// Bump `kind`'s sequence word and wake its sleepers; how many were woken.
+#[cold]
+fn notify_sleepers<P: Platform>(page: &Page<P::Word>, plat: &P, kind: WaitKind) -> usize {
+    let seq = seq(page, kind);
+    seq.fetch_add(1, SeqCst);
+    plat.wake_all(seq)
+}
+
+/// [`wake`] without the repair of dead sleepers' bits: for a reaper, which must not start
+/// another round of reaping from inside one (a page whose bits and pins are all set —
+/// damage, or a hostile writer — would otherwise recurse without bound).
+#[inline]
+pub fn notify<P: Platform>(page: &Page<P::Word>, plat: &P, kind: WaitKind) {
+    P::Word::seq_cst_order_point();
+    if anyone_waits(page, kind) {
+        notify_sleepers(page, plat, kind);
     }
 }
 

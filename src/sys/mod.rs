@@ -428,7 +428,7 @@ fn incompatible(path: &Path, found: u64) -> Error {
     Error::IncompatibleVersion {
         path: path.to_path_buf(),
         found,
-        supported: FORMAT_VERSION,
+        supported: FORMAT_VERSION as u64,
     }
 }
 
@@ -438,7 +438,7 @@ fn invalid_to_error(path: &Path, len: u64, why: Invalid, live: bool) -> Error {
         Invalid::OlderVersion(v) => Error::IncompatibleVersion {
             path: path.to_path_buf(),
             found: v,
-            supported: FORMAT_VERSION,
+            supported: FORMAT_VERSION as u64,
         },
         Invalid::NotOurs => not_ours(path, len),
         Invalid::OtherByteOrder => Error::corrupt(path, CorruptReason::OtherByteOrder),
@@ -706,8 +706,9 @@ static FORK_HOOKS: Once = Once::new();
 /// Held across `fork()` (see [`install_fork_hooks`]) so a child never inherits it locked.
 pub(crate) static REGISTRY: parking_lot::Mutex<Registry> = parking_lot::Mutex::new(Vec::new());
 
-/// Open files of this process: (device, inode) and the shared membership.
-pub(crate) type Registry = Vec<((u64, u64), Weak<crate::handle::Inner>)>;
+/// Open files of this process: (device, inode) and the shared membership (the handle
+/// layer's type, which this layer does not need to know).
+pub(crate) type Registry = Vec<((u64, u64), Weak<dyn std::any::Any + Send + Sync>)>;
 
 extern "C" fn before_fork() {
     std::mem::forget(REGISTRY.lock());
