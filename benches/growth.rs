@@ -48,8 +48,8 @@ use shmlock::ShmLock;
 
 const DEFAULT_COUNTS: [usize; 10] = [1, 2, 4, 8, 16, 32, 48, 64, 96, 120];
 const DEFAULT_OLDEST_COUNTS: [usize; 5] = [1, 8, 32, 64, 120];
-/// The member table's size (one place to change if `shmlock::page` goes private).
-const MEMBER_CAPACITY: usize = shmlock::page::MEMBER_CAPACITY;
+/// The member table's size.
+const MEMBER_CAPACITY: usize = shmlock::MEMBER_CAPACITY;
 /// Byte offset of member 0's liveness lock in the lock file (FORMAT.md: after the page and
 /// the dead-man switch byte).
 const MEMBER_LOCK_BASE: i64 = 4096 + 1;

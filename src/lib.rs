@@ -84,16 +84,33 @@ compile_error!("shmlock needs Linux (OFD locks, CLOCK_BOOTTIME, futexes)");
 mod async_wait;
 mod error;
 mod handle;
-pub mod page;
-pub mod platform;
-pub mod protocol;
 mod snapshot;
 mod sys;
+
+// The page layout, the platform seam and the protocol are the library's insides, not its
+// API. The additive `loom` feature opens them (hidden from the docs) for the models in
+// loom-tests/ and for tests that build pages byte by byte; nothing else may rely on them.
+#[cfg(feature = "loom")]
+#[doc(hidden)]
+pub mod page;
+#[cfg(not(feature = "loom"))]
+mod page;
+#[cfg(feature = "loom")]
+#[doc(hidden)]
+pub mod platform;
+#[cfg(not(feature = "loom"))]
+mod platform;
+#[cfg(feature = "loom")]
+#[doc(hidden)]
+pub mod protocol;
+#[cfg(not(feature = "loom"))]
+mod protocol;
 
 pub use error::{CorruptReason, Error, ErrorKind, Result};
 pub use handle::{
     inspect, is_lock_file, provisioning_enabled, set_provisioning_enabled, shm_path_for,
     HeartbeatHandle, OpenState, Options, ReaderGuard, ShmLock, WriterGuard, WriterRef,
 };
+pub use page::{FORMAT_VERSION, MAX_VERSION, MEMBER_CAPACITY, PAGE_SIZE};
 pub use protocol::writer::Takeover;
 pub use snapshot::{MemberInfo, OwnerInfo, PageOrigin, ReapReport, ReapedMember, Snapshot};

@@ -271,12 +271,6 @@ pub const fn published_version(word: u64) -> u64 {
     word & NO_PIN
 }
 
-/// The generation tag in the `published` word.
-#[inline]
-pub const fn published_tag(word: u64) -> u64 {
-    word >> VERSION_BITS
-}
-
 /// The `published` word for `version` under a claim of `generation`.
 #[inline]
 pub const fn published_word(version: u64, generation: u64) -> u64 {

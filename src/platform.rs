@@ -32,8 +32,6 @@ pub trait Word: Send + Sync {
     ) -> Result<u64, u64>;
     /// Atomic wrapping add; returns the previous value.
     fn fetch_add(&self, value: u64, order: Ordering) -> u64;
-    /// Atomic wrapping subtract; returns the previous value.
-    fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
     /// Atomic bitwise or; returns the previous value.
     fn fetch_or(&self, value: u64, order: Ordering) -> u64;
     /// Atomic bitwise and; returns the previous value.
@@ -78,10 +76,6 @@ macro_rules! impl_word {
             #[inline]
             fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
                 <$ty>::fetch_add(self, value, order)
-            }
-            #[inline]
-            fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
-                <$ty>::fetch_sub(self, value, order)
             }
             #[inline]
             fn fetch_or(&self, value: u64, order: Ordering) -> u64 {

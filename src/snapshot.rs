@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 /// How the page came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PageOrigin {
     /// Initialised on an empty file.
     Created,

@@ -254,7 +254,7 @@ fn a_full_member_table_refuses_the_next_process_until_one_dies() {
     let path = dir.path().join("full-shm");
     let observer = ShmLock::open(&path).unwrap();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_shmlock"));
-    let capacity = shmlock::page::MEMBER_CAPACITY;
+    let capacity = shmlock::MEMBER_CAPACITY;
     let mut agents: Vec<Agent> = (1..capacity)
         .map(|_| Agent::spawn(exe, &path).unwrap())
         .collect();

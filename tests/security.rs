@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use driver::Agent;
 use nix::sys::stat::{umask, Mode};
-use shmlock::page::{MEMBER_CAPACITY, PAGE_SIZE};
 use shmlock::{Error, Options, ShmLock};
+use shmlock::{MEMBER_CAPACITY, PAGE_SIZE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_shmlock");
 

@@ -94,6 +94,7 @@ impl Inspect {
             origin: match s.origin {
                 PageOrigin::Created => "created",
                 PageOrigin::Healed => "healed",
+                _ => "other",
             },
             created_unix_ms: s
                 .created_at

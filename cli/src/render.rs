@@ -483,6 +483,7 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) ->
         PageOrigin::Healed => {
             format!("healed {created} (a damaged page was rewritten; generations restarted from the clock)")
         }
+        _ => format!("initialised {created}"),
     });
     if s.format_version != s.supported_version {
         format.push_str(&format!(

@@ -98,13 +98,6 @@ impl Word for StepWord {
         <LoomU64 as Word>::seq_cst_order_point()
     }
 
-    fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
-        step();
-        let before = Word::fetch_sub(&self.0, value, order);
-        self.log_write(before.wrapping_sub(value));
-        before
-    }
-
     fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
         step();
         let before = Word::fetch_or(&self.0, value, order);

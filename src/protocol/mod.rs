@@ -188,11 +188,6 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
     }
 }
 
-/// Sum of the readers of live members (see [`members::reader_count`]).
-pub fn reader_count<P: Platform>(page: &Page<P::Word>, plat: &P) -> u64 {
-    members::reader_count(page, plat)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,10 +444,10 @@ mod tests {
         assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((5, a.index)));
         snapshots::detach(&page, &plat, a.index, q5);
         assert_eq!(snapshots::oldest_pinned(&page, &plat), Some((9, a.index)));
-        assert_eq!(reader_count(&page, &plat), 1);
+        assert_eq!(members::reader_count(&page, &plat), 1);
         snapshots::detach(&page, &plat, a.index, p9);
         assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
-        assert_eq!(reader_count(&page, &plat), 0);
+        assert_eq!(members::reader_count(&page, &plat), 0);
         // A deposed claim cannot publish; its successor's claim keeps the version.
         assert!(writer::release(&page, &plat, claim.word));
         let next = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
@@ -505,7 +500,7 @@ mod tests {
         assert_eq!(reaped.len(), 1);
         assert_eq!(reaped[0].readers, 1);
         assert_eq!(snapshots::oldest_pinned(&page, &plat), None);
-        assert_eq!(reader_count(&page, &plat), 0);
+        assert_eq!(members::reader_count(&page, &plat), 0);
         assert!(!wait::anyone_waits(&page, WaitKind::Publish));
     }
 

@@ -146,6 +146,7 @@ pub struct Declaration {
 
 impl Declaration {
     /// No lease, no floor.
+    #[cfg_attr(not(any(test, feature = "loom")), allow(dead_code))]
     pub const NONE: Declaration = Declaration {
         lease_ms: crate::page::LEASE_NONE_MS,
         process_start_secs: 0,
@@ -176,6 +177,7 @@ pub struct Watched {
 /// owner with an invalid slot, or an owner whose heartbeat is older than the lease it
 /// declared. An owner that has not heartbeaten since its claim is not judged by a single
 /// attempt (only by [`claim_until`], which watches it for its lease).
+#[cfg_attr(not(any(test, feature = "loom")), allow(dead_code))]
 pub fn try_claim<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
