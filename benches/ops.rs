@@ -71,6 +71,10 @@ fn attach_detach(c: &mut Criterion, dir: &Path) {
     g.bench_function("shmlock", |b| {
         b.iter(|| drop(black_box(lock.attach_reader().expect("attach"))))
     });
+    // The borrowing guard: the same pin, no reference count.
+    g.bench_function("shmlock_ref", |b| {
+        b.iter(|| drop(black_box(lock.attach_reader_ref().expect("attach"))))
+    });
     // The reader count of the design: one word on a line of our own.
     let word = a.page.word(64 * 3);
     g.bench_function("floor", |b| {
@@ -412,6 +416,15 @@ fn claim_release(c: &mut Criterion, dir: &Path) {
     g.bench_function("shmlock", |b| {
         b.iter(|| {
             lock.try_claim_writer()
+                .expect("claim")
+                .release()
+                .expect("release")
+        })
+    });
+    // The borrowing guard: the same claim, no reference count.
+    g.bench_function("shmlock_ref", |b| {
+        b.iter(|| {
+            lock.try_claim_writer_ref()
                 .expect("claim")
                 .release()
                 .expect("release")

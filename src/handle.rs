@@ -589,20 +589,35 @@ impl ShmLock {
     /// ```
     #[inline]
     pub fn attach_reader(&self) -> Result<ReaderGuard> {
-        let inner = &self.inner;
-        if !inner.same_process() {
-            return Err(Error::ForkedHandle);
-        }
-        let plat = inner.mapping.platform();
-        match snapshots::attach(inner.mapping.page(), &plat, inner.index()) {
-            Ok(pin) => Ok(ReaderGuard {
-                inner: Arc::clone(inner),
-                pin,
-            }),
-            Err(_) => Err(Error::TooManyReaders {
-                limit: MAX_READERS_PER_MEMBER,
-            }),
-        }
+        let pin = attach_pin(&self.inner)?;
+        Ok(ReaderGuard {
+            inner: Arc::clone(&self.inner),
+            pin,
+        })
+    }
+
+    /// [`attach_reader`](ShmLock::attach_reader) with a guard that borrows this handle
+    /// instead of sharing it: no reference count to bump and drop, for a read transaction
+    /// that begins and ends in one scope (see [`ReaderRef`]).
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// lock.try_claim_writer_ref()?.publish(4)?;
+    /// let read = lock.attach_reader_ref()?; // one read transaction
+    /// assert_eq!(read.version(), 4);
+    /// assert_eq!(lock.oldest_pinned(), Some(4));
+    /// drop(read);
+    /// assert_eq!(lock.oldest_pinned(), None);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn attach_reader_ref(&self) -> Result<ReaderRef<'_>> {
+        Ok(ReaderRef {
+            lock: self,
+            pin: attach_pin(&self.inner)?,
+        })
     }
 
     /// The latest published version (0 before the first publish). One atomic load. (In a
@@ -1197,12 +1212,70 @@ impl ReaderGuard {
 impl Drop for ReaderGuard {
     #[inline]
     fn drop(&mut self) {
-        // In a forked child the count belongs to the parent: leave it alone.
-        let inner = &self.inner;
-        if inner.same_process() {
-            let plat = inner.mapping.platform();
-            snapshots::detach(inner.mapping.page(), &plat, inner.index(), self.pin);
+        detach_pin(&self.inner, self.pin);
+    }
+}
+
+/// Attach a reader of this process and pin the published version.
+#[inline]
+fn attach_pin(inner: &Inner) -> Result<Pin> {
+    if !inner.same_process() {
+        return Err(Error::ForkedHandle);
+    }
+    let plat = inner.mapping.platform();
+    snapshots::attach(inner.mapping.page(), &plat, inner.index()).map_err(|_| {
+        Error::TooManyReaders {
+            limit: MAX_READERS_PER_MEMBER,
         }
+    })
+}
+
+/// Detach the reader whose pin is `pin`.
+#[inline]
+fn detach_pin(inner: &Inner, pin: Pin) {
+    // In a forked child the count belongs to the parent: leave it alone.
+    if inner.same_process() {
+        let plat = inner.mapping.platform();
+        snapshots::detach(inner.mapping.page(), &plat, inner.index(), pin);
+    }
+}
+
+/// One attached reader, pinning a version, that borrows its [`ShmLock`]: what
+/// [`ReaderGuard`] is, without a reference count to bump and drop
+/// ([`ShmLock::attach_reader_ref`]). Dropping it detaches and unpins.
+#[must_use = "dropping the guard detaches the reader"]
+pub struct ReaderRef<'a> {
+    lock: &'a ShmLock,
+    pin: Pin,
+}
+
+impl std::fmt::Debug for ReaderRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderRef")
+            .field("version", &self.pin.version)
+            .finish()
+    }
+}
+
+impl ReaderRef<'_> {
+    /// The version this reader pins (see [`ReaderGuard::version`]).
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.pin.version
+    }
+
+    /// Detach (the same as dropping the guard, with the fork check reported).
+    pub fn detach(self) -> Result<()> {
+        let result = self.lock.inner.check_fork();
+        drop(self);
+        result
+    }
+}
+
+impl Drop for ReaderRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        detach_pin(&self.lock.inner, self.pin);
     }
 }
 
@@ -1216,6 +1289,7 @@ mod tests {
         send_sync::<super::ReaderGuard>();
         send_sync::<super::HeartbeatHandle>();
         send_sync::<super::WriterRef<'static>>();
+        send_sync::<super::ReaderRef<'static>>();
         send_sync::<super::Options>();
     }
 

@@ -109,7 +109,7 @@ mod protocol;
 pub use error::{CorruptReason, Error, ErrorKind, Result};
 pub use handle::{
     inspect, is_lock_file, provisioning_enabled, set_provisioning_enabled, shm_path_for,
-    HeartbeatHandle, OpenState, Options, ReaderGuard, ShmLock, WriterGuard, WriterRef,
+    HeartbeatHandle, OpenState, Options, ReaderGuard, ReaderRef, ShmLock, WriterGuard, WriterRef,
 };
 pub use page::{FORMAT_VERSION, MAX_VERSION, MEMBER_CAPACITY, PAGE_SIZE};
 pub use protocol::writer::Takeover;
