@@ -95,13 +95,14 @@ impl<W: Word> Local<W> {
     fn pin(&self, version: u64) -> Option<u64> {
         'look: loop {
             let used = self.used();
-            let mut free = None;
+            // The first free slot, with the word it held (a CAS from it claims it).
+            let mut free: Option<(usize, u64)> = None;
             let mut older: Option<(usize, u64)> = None;
             for (i, slot) in self.slots[..used].iter().enumerate() {
                 let word = slot.load(Acquire);
                 let (count, pinned) = (pins_readers(word), word & NO_PIN);
                 if count == 0 {
-                    free.get_or_insert(i);
+                    free.get_or_insert((i, word));
                 } else if count < MAX_READERS_PER_MEMBER && pinned <= version {
                     if pinned == version {
                         if slot
@@ -118,18 +119,16 @@ impl<W: Word> Local<W> {
                 }
             }
             let target = match free {
-                Some(i) => Some(i),
+                Some(found) => Some(found),
                 None if used < self.slots.len() => {
                     let i = self.used.fetch_add(1, AcqRel) as usize;
-                    (i < self.slots.len()).then_some(i)
+                    (i < self.slots.len()).then(|| (i, self.slots[i].load(Acquire)))
                 }
                 None => None,
             };
-            if let Some(i) = target {
-                let slot = &self.slots[i];
-                let word = slot.load(Acquire);
+            if let Some((i, word)) = target {
                 if pins_readers(word) == 0
-                    && slot
+                    && self.slots[i]
                         .compare_exchange(word, pins_word(1, version), AcqRel, Acquire)
                         .is_ok()
                 {
