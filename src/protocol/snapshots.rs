@@ -392,34 +392,18 @@ pub fn wait_published<P: Platform>(
     after: u64,
     deadline: u64,
 ) -> Result<u64, u64> {
-    let kind = WaitKind::Publish;
-    let late = wait::bit_after_look(plat, kind);
-    if !late {
-        wait::enter(page, plat, kind, me);
-    }
-    let result = loop {
-        let seq = wait::seq(page, kind).load(SeqCst);
-        let now_published = published(page);
-        if now_published > after {
-            break Ok(now_published);
-        }
-        let now = plat.now();
-        if now >= deadline {
-            break Err(now_published);
-        }
-        let slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
-        if late {
-            wait::enter(page, plat, kind, me);
-        }
-        plat.wait(wait::seq(page, kind), seq, Duration::from_nanos(slice));
-        if late {
-            wait::leave(page, plat, kind, me);
-        }
-    };
-    if !late {
-        wait::leave(page, plat, kind, me);
-    }
-    result
+    wait::sleep_until(
+        page,
+        plat,
+        WaitKind::Publish,
+        me,
+        deadline,
+        MAX_WAIT_SLICE,
+        || match published(page) {
+            newer if newer > after => Ok(newer),
+            current => Err((current, u64::MAX)),
+        },
+    )
 }
 
 /// Wait until no live reader pins a version below `version`, or until `deadline`.
@@ -431,36 +415,25 @@ pub fn wait_readers_past<P: Platform>(
     version: u64,
     deadline: u64,
 ) -> Result<(), u64> {
-    let kind = WaitKind::Pins;
-    let late = wait::bit_after_look(plat, kind);
-    if !late {
-        wait::enter(page, plat, kind, me);
-    }
-    let result = loop {
-        let seq = wait::seq(page, kind).load(SeqCst);
-        let (oldest, holder) = match oldest_pinned(page, plat) {
-            Some((oldest, holder)) if oldest < version => (oldest, holder),
-            _ => break Ok(()),
-        };
-        let now = plat.now();
-        if now >= deadline {
-            break Err(oldest);
-        }
-        // The holder's death must wake us: no detach will. (Our own readers detach.)
-        if holder != me {
-            plat.watch_member(holder, page.members[holder].identity.load(Acquire));
-        }
-        let slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
-        if late {
-            wait::enter(page, plat, kind, me);
-        }
-        plat.wait(wait::seq(page, kind), seq, Duration::from_nanos(slice));
-        if late {
-            wait::leave(page, plat, kind, me);
-        }
-    };
-    if !late {
-        wait::leave(page, plat, kind, me);
-    }
-    result
+    wait::sleep_until(
+        page,
+        plat,
+        WaitKind::Pins,
+        me,
+        deadline,
+        MAX_WAIT_SLICE,
+        || {
+            match oldest_pinned(page, plat) {
+                Some((oldest, holder)) if oldest < version => {
+                    // The holder's death must wake us: no detach will. (Our own readers
+                    // detach.)
+                    if holder != me {
+                        plat.watch_member(holder, page.members[holder].identity.load(Acquire));
+                    }
+                    Err((oldest, u64::MAX))
+                }
+                _ => Ok(()),
+            }
+        },
+    )
 }

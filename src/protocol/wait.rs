@@ -75,6 +75,54 @@ pub fn leave<P: Platform>(page: &Page<P::Word>, plat: &P, kind: WaitKind, me: us
     });
 }
 
+/// Sleep as a waiter of `kind` (member `me`) until `look` answers `Ok`, or until `deadline`
+/// ([`Platform::now`] nanoseconds) passes; then the last look's `Err` reason. `look`
+/// answers `Err((why, longest))`: not yet, and sleep at most `longest` ns before the next
+/// look. Each sleep is also bounded by `max_slice`, so nothing waits on a death nobody
+/// reported for longer than that. The member's bit is set before the first look and the
+/// sequence word read before each (see the module docs): a change after a look wakes the
+/// sleep that follows it.
+pub fn sleep_until<P: Platform, T, E>(
+    page: &Page<P::Word>,
+    plat: &P,
+    kind: WaitKind,
+    me: usize,
+    deadline: u64,
+    max_slice: std::time::Duration,
+    mut look: impl FnMut() -> Result<T, (E, u64)>,
+) -> Result<T, E> {
+    let late = bit_after_look(plat, kind);
+    if !late {
+        enter(page, plat, kind, me);
+    }
+    let sequence = seq(page, kind);
+    let result = loop {
+        let seen = sequence.load(SeqCst);
+        let (why, longest) = match look() {
+            Ok(done) => break Ok(done),
+            Err(not_yet) => not_yet,
+        };
+        let now = plat.now();
+        if now >= deadline {
+            break Err(why);
+        }
+        let slice = (deadline - now)
+            .min(max_slice.as_nanos() as u64)
+            .min(longest.max(1));
+        if late {
+            enter(page, plat, kind, me);
+        }
+        plat.wait(sequence, seen, std::time::Duration::from_nanos(slice));
+        if late {
+            leave(page, plat, kind, me);
+        }
+    };
+    if !late {
+        leave(page, plat, kind, me);
+    }
+    result
+}
+
 /// Whether the waiting path of `kind` must set its bit only after looking (a mutant).
 #[inline]
 pub fn bit_after_look<P: Platform>(plat: &P, kind: WaitKind) -> bool {

@@ -369,53 +369,46 @@ pub fn claim_until<P: Platform>(
     declare: &Declaration,
     deadline: u64,
 ) -> Result<Claim, ClaimError> {
-    let writer = &page.writer;
-    let late = wait::bit_after_look(plat, WaitKind::Claim);
-    if !late {
-        wait::enter(page, plat, WaitKind::Claim, me);
-    }
     let mut watched: Option<Watched> = None;
-    let result = loop {
-        let seq = writer.wake_seq.load(SeqCst);
-        let busy = match try_claim_watching(page, plat, me, declare, watched) {
-            Err(busy @ ClaimError::Busy { .. }) => busy,
-            done => break done,
-        };
-        let ClaimError::Busy {
-            index, generation, ..
-        } = busy
-        else {
-            unreachable!()
-        };
-        let now = plat.now();
-        if now >= deadline {
-            break Err(busy);
-        }
-        let word = owner_word(generation, Some(index));
-        if watched.is_none_or(|w| w.word != word) {
-            watched = Some(Watched { word, since: now });
-        }
-        plat.watch_member(index, page.members[index].identity.load(Acquire));
-        let mut slice = (deadline - now).min(MAX_WAIT_SLICE.as_nanos() as u64);
-        if let Some(lease) = owner_lease(page, plat, index, declare) {
-            let heartbeat = page.members[index].heartbeat.load(Acquire);
-            if let Some(start) = lease_start(heartbeat, word, watched) {
-                let expires = start.saturating_add(lease).saturating_add(1);
-                slice = slice.min(expires.saturating_sub(now).max(1));
+    wait::sleep_until(
+        page,
+        plat,
+        WaitKind::Claim,
+        me,
+        deadline,
+        MAX_WAIT_SLICE,
+        || {
+            let busy = match try_claim_watching(page, plat, me, declare, watched) {
+                Err(busy @ ClaimError::Busy { .. }) => busy,
+                // Won, or an answer that waiting cannot change.
+                done => return Ok(done),
+            };
+            let ClaimError::Busy {
+                index, generation, ..
+            } = busy
+            else {
+                unreachable!()
+            };
+            let now = plat.now();
+            let word = owner_word(generation, Some(index));
+            if watched.is_none_or(|w| w.word != word) {
+                watched = Some(Watched { word, since: now });
             }
-        }
-        if late {
-            wait::enter(page, plat, WaitKind::Claim, me);
-        }
-        plat.wait(&writer.wake_seq, seq, Duration::from_nanos(slice));
-        if late {
-            wait::leave(page, plat, WaitKind::Claim, me);
-        }
-    };
-    if !late {
-        wait::leave(page, plat, WaitKind::Claim, me);
-    }
-    result
+            // Its death must wake us: no release will.
+            plat.watch_member(index, page.members[index].identity.load(Acquire));
+            // Look again when its lease (if it declared one) can have expired.
+            let mut longest = u64::MAX;
+            if let Some(lease) = owner_lease(page, plat, index, declare) {
+                let heartbeat = page.members[index].heartbeat.load(Acquire);
+                if let Some(start) = lease_start(heartbeat, word, watched) {
+                    let expires = start.saturating_add(lease).saturating_add(1);
+                    longest = expires.saturating_sub(now);
+                }
+            }
+            Err((busy, longest))
+        },
+    )
+    .and_then(|done| done)
 }
 
 /// Whether the claim that wrote `word` still owns the writer role.
