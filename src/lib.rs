@@ -45,13 +45,27 @@
 //! # Roles
 //!
 //! - **Writer**: [`ShmLock::try_claim_writer`] / [`ShmLock::claim_writer`] return a
-//!   [`WriterGuard`]. Its [`generation`](WriterGuard::generation) is a fencing token that
-//!   strictly increases with every claim. A claim takes over a dead owner at once, and —
-//!   with [`Options::lease`] — a live one whose heartbeat is older than the lease; the
-//!   deposed guard then gets [`Error::Deposed`].
-//! - **Reader**: [`ShmLock::attach_reader`] returns a [`ReaderGuard`]; the file's reader
-//!   count is the sum over live processes, so a crashed reader stops counting at once.
+//!   [`WriterGuard`] (or, borrowing the handle, [`ShmLock::try_claim_writer_ref`] a
+//!   [`WriterRef`]). Its [`generation`](WriterGuard::generation) is a fencing token that
+//!   strictly increases with every claim (above [`Options::generation_floor`] if given). A
+//!   claim takes over a dead owner at once, and a live one whose heartbeat is older than
+//!   the lease *it* declared ([`Options::lease`]); the deposed guard then gets
+//!   [`Error::Deposed`]. The writer [publishes](WriterGuard::publish) versions and may
+//!   [wait until readers move past](WriterGuard::wait_readers_past) one before reusing
+//!   what only older versions need.
+//! - **Reader**: [`ShmLock::attach_reader`] returns a [`ReaderGuard`] that pins the
+//!   published version ([`ReaderGuard::version`]) until it drops; [`ShmLock::oldest_pinned`]
+//!   is the oldest pin over all live processes, and [`ShmLock::wait_published`] sleeps until
+//!   a newer version appears. A crashed reader stops counting, and stops pinning, at once.
 //! - **Anyone**: [`ShmLock::snapshot`], [`ShmLock::reap`], and the read-only [`inspect`].
+//!
+//! # Features
+//!
+//! - `tokio` (off): async forms of the waits — `claim_writer_async`,
+//!   `wait_published_async`, `WriterGuard::wait_readers_past_async`.
+//! - `loom` (off): swaps the protocol's atomics for loom's, for the models in
+//!   `loom-tests/`; it also opens the (doc-hidden, unstable) page and protocol modules to
+//!   them. Not for applications.
 //!
 //! Each process opens a file once; every [`ShmLock`] of the same file in a process shares
 //! one mapping and one member entry.
