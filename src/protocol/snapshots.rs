@@ -210,7 +210,8 @@ pub fn published<W: Word>(page: &Page<W>) -> u64 {
     published_version(page.snapshot.published.load(SeqCst))
 }
 
-/// Record one more pin of `local` in member `me`'s word, returning the version recorded.
+/// Pin `version` (or, if it is no longer the latest, a newer published one) in this
+/// process's slots: the version pinned and the version its slot records.
 #[inline]
 fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) -> (u64, u64) {
     loop {
