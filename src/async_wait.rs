@@ -122,18 +122,21 @@ impl ShmLock {
             inner,
             WaitKind::Claim,
             timeout,
-            || match self.claim_watching(*watched.lock()) {
-                Err(busy @ Error::WriterBusy { .. }) => {
-                    let word = writer::load_owner(inner.mapping.page());
-                    let mut seen = watched.lock();
-                    if seen.is_none_or(|w| w.word != word) {
-                        let since = inner.mapping.platform().now();
-                        *seen = Some(writer::Watched { word, since });
+            || {
+                let seen_so_far = *watched.lock(); // (the guard must not outlive this line)
+                match self.claim_watching(seen_so_far) {
+                    Err(busy @ Error::WriterBusy { .. }) => {
+                        let word = writer::load_owner(inner.mapping.page());
+                        let mut seen = watched.lock();
+                        if seen.is_none_or(|w| w.word != word) {
+                            let since = inner.mapping.platform().now();
+                            *seen = Some(writer::Watched { word, since });
+                        }
+                        watch_owner(inner);
+                        Look::NotYet(busy)
                     }
-                    watch_owner(inner);
-                    Look::NotYet(busy)
+                    done => Look::Done(done),
                 }
-                done => Look::Done(done),
             },
             |busy| busy,
             &mut won,
