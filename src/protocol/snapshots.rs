@@ -91,7 +91,7 @@ impl<W: Word> Local<W> {
     /// Count one more guard pinning `version`. Returns the version recorded: `version`,
     /// or an older one whose slot it shares when every slot is taken; `None` when every
     /// slot pins a newer version (the caller reads `published` again).
-    #[inline]
+    #[inline(always)]
     fn pin(&self, version: u64) -> Option<u64> {
         'look: loop {
             let used = self.used();
@@ -154,7 +154,7 @@ impl<W: Word> Local<W> {
     }
 
     /// Drop one guard's pin of `version` (the version [`Local::pin`] recorded).
-    #[inline]
+    #[inline(always)]
     fn unpin(&self, version: u64) {
         loop {
             let mut found = false;
@@ -212,7 +212,7 @@ pub fn published<W: Word>(page: &Page<W>) -> u64 {
 
 /// Pin `version` (or, if it is no longer the latest, a newer published one) in this
 /// process's slots: the version pinned and the version its slot records.
-#[inline]
+#[inline(always)]
 fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) -> (u64, u64) {
     loop {
         if let Some(recorded) = plat.local().pin(version) {
@@ -225,7 +225,7 @@ fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) ->
 /// Attach a reader of member `me` (the caller's own entry) and pin the latest published
 /// version: the pin is visible to every scan that follows a later publish before this
 /// returns.
-#[inline]
+#[inline(always)]
 pub fn attach<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
@@ -272,7 +272,7 @@ pub fn attach<P: Platform>(
 }
 
 /// Detach a reader of member `me` whose pin is `pin`.
-#[inline]
+#[inline(always)]
 pub fn detach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, pin: Pin) {
     plat.local().unpin(pin.recorded);
     raise(page, plat, me, Some(pin.recorded));
@@ -282,7 +282,7 @@ pub fn detach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, pin: Pin) 
 /// `detached` is the dropped pin's recorded version (`None`: a pin moved, the count stays),
 /// and the oldest rescanned from the local slots when it may have risen. Wakes writers
 /// waiting for readers when the member's oldest pin rose.
-#[inline]
+#[inline(always)]
 fn raise<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, detached: Option<u64>) {
     let pins = &page.members[me].pins;
     let mut word = pins.load(Acquire);
