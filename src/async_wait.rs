@@ -77,7 +77,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::handle::{Inner, ShmLock, WriterGuard};
+use crate::handle::{self, Inner, ShmLock, WriterGuard};
 use crate::page::{owner_slot, OwnerSlot};
 use crate::platform::{Platform, WaitKind};
 use crate::protocol::{snapshots, wait, writer};
@@ -187,10 +187,7 @@ impl ShmLock {
                 published if published > after => Look::Done(Ok(published)),
                 _ => Look::NotYet(()),
             },
-            |()| Error::Timeout {
-                what: format!("a version above {after} to be published"),
-                waited: timeout,
-            },
+            |()| handle::publish_timeout(after, timeout),
             &mut None,
         )
         .await
@@ -244,12 +241,7 @@ impl WriterGuard {
                     _ => Look::Done(Ok(())),
                 }
             },
-            |oldest| Error::Timeout {
-                what: format!(
-                    "readers to move past version {version} (the oldest pin is still {oldest})"
-                ),
-                waited: timeout,
-            },
+            |oldest| handle::readers_timeout(version, oldest, timeout),
             &mut None,
         )
         .await

@@ -650,10 +650,7 @@ impl ShmLock {
         let plat = inner.mapping.platform();
         let page = inner.mapping.page();
         snapshots::wait_published(page, &plat, inner.index(), after, deadline_after(timeout))
-            .map_err(|_| Error::Timeout {
-                what: format!("a version above {after} to be published"),
-                waited: timeout,
-            })
+            .map_err(|_| publish_timeout(after, timeout))
     }
 
     /// The oldest version pinned by a live reader in any process (`None`: no reader pins
@@ -1015,12 +1012,23 @@ fn wait_readers_past(inner: &Inner, version: u64, timeout: Duration) -> Result<(
     let plat = inner.mapping.platform();
     let page = inner.mapping.page();
     snapshots::wait_readers_past(page, &plat, inner.index(), version, deadline_after(timeout))
-        .map_err(|oldest| Error::Timeout {
-            what: format!(
-                "readers to move past version {version} (the oldest pin is still {oldest})"
-            ),
-            waited: timeout,
-        })
+        .map_err(|oldest| readers_timeout(version, oldest, timeout))
+}
+
+/// `wait_published`'s time-out (blocking and async forms alike).
+pub(crate) fn publish_timeout(after: u64, waited: Duration) -> Error {
+    Error::Timeout {
+        what: format!("a version above {after} to be published"),
+        waited,
+    }
+}
+
+/// `wait_readers_past`'s time-out (blocking and async forms alike).
+pub(crate) fn readers_timeout(version: u64, oldest: u64, waited: Duration) -> Error {
+    Error::Timeout {
+        what: format!("readers to move past version {version} (the oldest pin is still {oldest})"),
+        waited,
+    }
 }
 
 #[inline]
