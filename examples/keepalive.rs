@@ -31,9 +31,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(data: &str) -> shmlock::Result<()> {
+fn run(data: &str) -> Result<(), Box<dyn std::error::Error>> {
     let lease = Duration::from_millis(500);
-    let lock = ShmLock::open_with(shmlock::shm_path_for(data), &Options::new().lease(lease))?;
+    // The pretend database exists first; the lock file belongs to it.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(data)
+        .map_err(|e| format!("{data}: cannot create it: {e}"))?;
+    shmlock::set_provisioning_enabled(true); // this example may create the lock file
+    let lock = ShmLock::provision_with(data, &Options::new().lease(lease))?;
     let writer = lock.claim_writer(Duration::from_secs(30))?;
     println!("writer: generation {}", writer.generation());
 
@@ -69,7 +76,7 @@ fn run(data: &str) -> shmlock::Result<()> {
                 println!("writer: {e}");
                 break;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     // Releasing ends the claim: the keep-alive thread's next heartbeat answers Deposed.

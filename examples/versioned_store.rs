@@ -47,13 +47,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shmlock::{shm_path_for, Error, Options, ShmLock, WriterGuard};
+use shmlock::{Error, Options, ShmLock, WriterGuard};
 
 /// Version slots: the writer can run this many versions ahead of the oldest reader.
 const SLOTS: u64 = 4;
@@ -183,9 +183,9 @@ impl Store {
         Ok(())
     }
 
-    /// Open the store and its lock file (`<data>-shm`, created beside it when missing with
-    /// the data file's permissions, as `ShmLock::provision` would). Claims through this
-    /// handle get a generation above every one the data file recorded.
+    /// Open the store and its lock file (`<data>-shm`, created beside it when missing, with
+    /// the data file's permissions). Claims through this handle get a generation above
+    /// every one the data file recorded.
     fn open(data: &Path, writable: bool) -> Result<Store> {
         let file = OpenOptions::new()
             .read(true)
@@ -200,11 +200,9 @@ impl Store {
         if header_word(&file, 0)? != MAGIC {
             return Err(format!("{}: not a versioned store", data.display()).into());
         }
-        let mode = file.metadata()?.permissions().mode() & 0o666;
-        let options = Options::new()
-            .mode(mode)
-            .generation_floor(header_word(&file, HEADER_COMMITTED + 1)?);
-        let lock = ShmLock::open_with(shm_path_for(data), &options)?;
+        let options = Options::new().generation_floor(header_word(&file, HEADER_COMMITTED + 1)?);
+        shmlock::set_provisioning_enabled(true); // this example may create the lock file
+        let lock = ShmLock::provision_with(data, &options)?;
         Ok(Store {
             data: data.to_path_buf(),
             file,

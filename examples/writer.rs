@@ -21,7 +21,6 @@
 //! status 1.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -69,45 +68,37 @@ fn main() -> ExitCode {
     }
 }
 
-/// The lock file beside `data`, creating an empty data file if there is none. The
-/// library decides what is a lock file: `provision` refuses one as a data path
-/// (`DataPathIsLockFile`), so this never creates `app.db-shm-shm` nor writes into a
-/// lock file.
-fn provision(data: &str) -> Result<ShmLock, Box<dyn std::error::Error>> {
+/// The lock file beside `data`, opened once with `options`, creating an empty data file if
+/// there is none. The library decides what is a lock file: `provision_with` refuses one as
+/// a data path (`DataPathIsLockFile`) before anything is created, so this never creates
+/// `app.db-shm-shm` nor writes into a lock file.
+fn provision(data: &str, options: &Options) -> Result<ShmLock, Box<dyn std::error::Error>> {
+    if shmlock::is_lock_file(data) {
+        return Err(Error::DataPathIsLockFile { path: data.into() }.into());
+    }
+    // The pretend database: an engine creates its data file before its lock file.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(data)
+        .map_err(|e| format!("{data}: cannot create it: {e}"))?;
     // This example may create the lock file (as SHMLOCK_PROVISION=1 would allow).
     shmlock::set_provisioning_enabled(true);
-    match ShmLock::provision(data) {
-        Err(Error::Io { .. }) if !Path::new(data).exists() => {
-            // No data file yet: create an empty one, and take it back if the name was
-            // refused (it names a lock file).
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(data)
-                .map_err(|e| format!("{data}: cannot create it: {e}"))?;
-            ShmLock::provision(data).map_err(|e| {
-                let _ = std::fs::remove_file(data);
-                e.into()
-            })
-        }
-        other => Ok(other?),
-    }
+    Ok(ShmLock::provision_with(data, options)?)
 }
 
 fn run(data: &str) -> Result<(), Box<dyn std::error::Error>> {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Info));
-    let provisioned = provision(data)?;
+    // This handle declares a lease with its claims: "depose me if I am silent for longer
+    // than 3 s" (a suspended or hung writer). A dead one is taken over at once, lease or
+    // not.
+    let options = Options::new().lease(Duration::from_secs(3));
+    let lock = provision(data, &options)?;
     // The pretend database, checked above to be a data file and not a lock file.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(data)
         .map_err(|e| format!("{data}: cannot open it: {e}"))?;
-
-    // This handle declares a lease with its claims: "depose me if I am silent for longer
-    // than 3 s" (a suspended or hung writer). A dead one is taken over at once, lease or
-    // not. It shares the provisioned handle's membership (one per process and file).
-    let options = Options::new().lease(Duration::from_secs(3));
-    let lock = ShmLock::open_with(provisioned.path(), &options)?;
     // Never `println!`: it panics when the output is closed.
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -115,14 +106,16 @@ fn run(data: &str) -> Result<(), Box<dyn std::error::Error>> {
         "pid {}: opened {} ({:?}, member {})",
         std::process::id(),
         lock.path().display(),
-        provisioned.open_state(),
+        lock.open_state(),
         lock.member_index()
     )?;
 
     let writer = loop {
         match lock.claim_writer(Duration::from_secs(2)) {
             Ok(w) => break w,
-            Err(Error::WriterBusy { pid, generation }) => writeln!(
+            Err(Error::ClaimTimeout {
+                pid, generation, ..
+            }) => writeln!(
                 out,
                 "waiting: pid {pid} holds the writer role (generation {generation})"
             )?,

@@ -63,7 +63,8 @@
 //!
 //! Each async form answers as its blocking form does, including `Err(AlreadyWriter)` for a
 //! claim task whose own process came to hold the role while it waited, and its errors on
-//! time-out (`WriterBusy` for a claim, `Timeout` for the snapshot waits). Like the blocking
+//! time-out (`ClaimTimeout` for a claim, `Timeout` for the snapshot waits: both of kind
+//! `ErrorKind::Timeout`). Like the blocking
 //! `claim_writer`, a claim task times an owner that declared a lease but has not
 //! heartbeaten since its claim from when the task first saw it own.
 
@@ -89,8 +90,7 @@ const IDLE_LINGER: Duration = Duration::from_secs(1);
 impl ShmLock {
     /// [`claim_writer`](ShmLock::claim_writer) without blocking the thread: waits up to
     /// `timeout` for the owner to release the role, die, or (with a lease it declared)
-    /// stop heartbeating. `Err(WriterBusy)` on time-out; `Err(AlreadyWriter)` if this
-    /// process holds the role (or comes to hold it while this task waits).
+    /// stop heartbeating.
     ///
     /// However many tasks wait, the process has at most one thread asleep in the page for
     /// them, named `shmlock-claim` (`shmlock-publish` and `shmlock-pins` for the other
@@ -100,6 +100,13 @@ impl ShmLock {
     /// # Panics
     ///
     /// When it must wait, outside a Tokio runtime with its time driver enabled.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_writer`](ShmLock::claim_writer): [`Error::ClaimTimeout`] (kind
+    /// [`Timeout`](crate::ErrorKind::Timeout), naming the owner) when `timeout` passes;
+    /// [`Error::AlreadyWriter`] if this process holds the role (or comes to hold it while
+    /// this task waits); [`Error::ForkedHandle`]; [`Error::Corrupt`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -138,7 +145,7 @@ impl ShmLock {
                     done => Look::Done(done),
                 }
             },
-            |busy| busy,
+            |busy| handle::claim_timed_out(busy, timeout),
             &mut won,
         )
         .await?;
@@ -161,6 +168,11 @@ impl ShmLock {
     /// # Panics
     ///
     /// When it must wait, outside a Tokio runtime with its time driver enabled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when `timeout` passes with no version above `after` published;
+    /// [`Error::ForkedHandle`] in a forked child.
     ///
     /// ```
     /// use std::time::Duration;
@@ -205,6 +217,12 @@ impl WriterGuard {
     ///
     /// When it must wait, outside a Tokio runtime with its time driver enabled.
     ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when `timeout` passes while a live reader still pins a version
+    /// below `version` (it names the oldest pin); [`Error::ForkedHandle`] in a forked
+    /// child.
+    ///
     /// ```
     /// use std::time::Duration;
     /// # #[tokio::main(flavor = "current_thread")]
@@ -232,13 +250,9 @@ impl WriterGuard {
             timeout,
             || {
                 let plat = inner.mapping.platform();
-                match snapshots::oldest_pinned(page, &plat) {
-                    Some((oldest, holder)) if oldest < version => {
-                        // The holder's death must wake us: no detach will.
-                        plat.watch_member(holder, page.members[holder].identity.load(Acquire));
-                        Look::NotYet(oldest)
-                    }
-                    _ => Look::Done(Ok(())),
+                match snapshots::readers_past_or_watch(page, &plat, inner.index(), version) {
+                    Ok(()) => Look::Done(Ok(())),
+                    Err(oldest) => Look::NotYet(oldest),
                 }
             },
             |oldest| handle::readers_timeout(version, oldest, timeout),

@@ -3,7 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
-/// `Result` with [`Error`].
+/// `std::result::Result` with this crate's [`Error`] as the default error type: what every
+/// fallible call of the crate returns.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong. Each `Display` is a sentence a person can act on.
@@ -60,6 +61,19 @@ pub enum Error {
         /// The largest version the page can hold.
         max: u64,
     },
+    /// [`ShmLock::claim_writer`](crate::ShmLock::claim_writer) (or its `_ref` and async
+    /// forms) waited its whole `timeout` and the owner below still held the role: alive,
+    /// and heartbeating within the lease it declared (if any). Nothing was changed.
+    /// [`kind()`](Error::kind) is [`ErrorKind::Timeout`], as for the other waits.
+    #[error("timed out after {} waiting for the writer role: process {pid} (generation {generation}) still holds it, alive and within any lease it declared; the role frees when that process releases it or dies, or, if it declared a lease, when its heartbeats stop for longer than the lease", human_duration(*waited))]
+    ClaimTimeout {
+        /// The owner's pid, as it recorded it (display only).
+        pid: u32,
+        /// The owner's generation.
+        generation: u64,
+        /// How long the claim waited.
+        waited: std::time::Duration,
+    },
     /// A wait ran out of time; nothing was changed.
     #[error("timed out after {} waiting for {what}; wait longer or retry", human_duration(*waited))]
     Timeout {
@@ -73,6 +87,25 @@ pub enum Error {
     ProvisioningDisabled {
         /// The lock file that is missing.
         path: PathBuf,
+    },
+    /// [`ShmLock::provision`](crate::ShmLock::provision) was given a data file that does
+    /// not exist. The lock file belongs to its data file, so nothing was created.
+    /// [`kind()`](Error::kind) is [`ErrorKind::NotFound`].
+    #[error("{path}: no such data file; create the data file first (the lock file app.db-shm belongs to its data file app.db), or check the path")]
+    NoDataFile {
+        /// The data file that is missing.
+        path: PathBuf,
+    },
+    /// [`ShmLock::provision`](crate::ShmLock::provision) found no lock file beside a data
+    /// file that this process may not write, so it did not create one (a process that may
+    /// only read the data must not become the owner of its lock file). Nothing was created.
+    /// [`kind()`](Error::kind) is [`ErrorKind::PermissionDenied`].
+    #[error("{path}: no lock file yet, and this process may not write the data file {data}, so it does not create one; let a process that may write {data} provision it first (its mode then follows {data}'s), and give readers write permission on it")]
+    ProvisionNotPermitted {
+        /// The lock file that is missing.
+        path: PathBuf,
+        /// The data file this process may not write.
+        data: PathBuf,
     },
     /// `ShmLock::provision` (or a tool) was given a lock file where a data file was
     /// expected; nothing was created or written.
@@ -122,6 +155,18 @@ pub enum Error {
         /// The filesystem's name.
         fs: &'static str,
     },
+    /// This CPU cannot change 16 bytes with one lock-free instruction (x86_64 without
+    /// `cmpxchg16b`: some first-generation x86_64 CPUs and emulators). Page format 3 keeps
+    /// the owner word and the published version in one 16-byte word that every process
+    /// changes with one compare-and-swap; an emulation with a lock in this process's memory
+    /// would not exclude the other processes, so the file is not opened.
+    #[error("{path}: this CPU has no lock-free 16-byte compare-and-swap ({instruction}), which the lock file's format needs so that every process changes the owner word and the published version together; run on a CPU that has it (or, in an emulator, enable it)")]
+    UnsupportedCpu {
+        /// The lock file.
+        path: PathBuf,
+        /// The instruction missing.
+        instruction: &'static str,
+    },
     /// The path is not a regular file (a directory, FIFO, device, socket or symlink).
     #[error("{path}: is {found}, not a regular file; give the path of a lock file (or of a data file to ShmLock::provision)")]
     NotARegularFile {
@@ -129,6 +174,37 @@ pub enum Error {
         path: PathBuf,
         /// What it is instead ("a directory", "a symbolic link", …).
         found: &'static str,
+    },
+    /// The generation counter reached its top (2^56 − 1): no claim can get a fencing token above every earlier one. Only a damaged or hostile
+    /// page, or 2^55 claims, get there (a [`generation_floor`](crate::Options::generation_floor)
+    /// is refused when it would leave less headroom).
+    #[error("{path}: the generation counter is exhausted at {generation}: no claim can get a fencing token above every earlier one; when nothing uses the file, delete it and open it again with Options::generation_floor set to your highest durable token")]
+    GenerationExhausted {
+        /// The lock file.
+        path: PathBuf,
+        /// The generation the page holds.
+        generation: u64,
+    },
+    /// [`Options::generation_floor`](crate::Options::generation_floor) was given a floor above
+    /// [`MAX_GENERATION_FLOOR`](crate::MAX_GENERATION_FLOOR), which would leave too few
+    /// generations above it; nothing was opened or written.
+    #[error("generation floor {floor} is above {max}, the highest this library accepts (a floor that high would leave too few fencing tokens above it, and the file could soon be claimed no more); pass your highest durable token, which should be far below")]
+    GenerationFloorTooHigh {
+        /// The floor given.
+        floor: u64,
+        /// The highest floor accepted.
+        max: u64,
+    },
+    /// The published version fell below a version this process's readers pin: the file was
+    /// truncated or overwritten while in use. Nothing was attached.
+    #[error("{path}: the published version fell to {published}, below version {pinned} that this process's readers still pin: the file was truncated or overwritten while in use; stop its users (see `shmlock inspect`), then open it again (delete it if that open refuses it)")]
+    PublishedBelowPins {
+        /// The lock file.
+        path: PathBuf,
+        /// The published version found.
+        published: u64,
+        /// The oldest version this process's readers pin.
+        pinned: u64,
     },
     /// The handle was opened before a `fork()` and used in the child; open the file again
     /// in the child.
@@ -156,6 +232,18 @@ pub enum CorruptReason {
         /// The file's length in bytes.
         len: u64,
     },
+    /// It is empty: shmlock creates its lock files whole (initialised, then linked into
+    /// place), so an empty file is never one it is creating; it may be another program's,
+    /// and it was left untouched.
+    #[error("{}", if *in_use {
+        "is empty, and live processes have it open: a lock file truncated under them; stop them (see `shmlock inspect`), then delete it (shmlock never writes an empty file it did not create)"
+    } else {
+        "is empty, and shmlock never writes an empty file it did not create (it may be another program's; shmlock creates its lock files whole): if it is a lock file that was truncated, delete it when nothing uses it and open it again"
+    })]
+    Empty {
+        /// Live processes have it open (a lock file truncated under them).
+        in_use: bool,
+    },
     /// It was written by a machine of the other byte order.
     #[error("was written by a machine of the other byte order; lock files are for one host: delete it when nothing uses it")]
     OtherByteOrder,
@@ -182,13 +270,11 @@ pub enum CorruptReason {
         /// The generation the page started from.
         seed: u64,
     },
-    /// The generation counter is exhausted (only a damaged or hostile page gets there).
-    #[error("the generation counter is exhausted (the page was damaged); delete the file when nothing uses it")]
-    GenerationExhausted,
 }
 
 /// What kind of error an [`Error`] is, for programs that branch on it ([`Error::kind`]):
-/// one value per variant, and the operating-system errors a caller handles differently
+/// one value per variant (a claim's time-out is a [`Timeout`](ErrorKind::Timeout) like the
+/// other waits', a missing data file [`NotFound`](ErrorKind::NotFound)), and the operating-system errors a caller handles differently
 /// (a missing file, no permission, a read-only filesystem) told apart without looking at
 /// strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,28 +296,43 @@ pub enum ErrorKind {
     IncompatibleVersion,
     /// [`Error::UnsupportedFilesystem`].
     UnsupportedFilesystem,
+    /// [`Error::UnsupportedCpu`].
+    UnsupportedCpu,
     /// [`Error::NotARegularFile`].
     NotARegularFile,
     /// [`Error::ForkedHandle`].
     ForkedHandle,
+    /// [`Error::GenerationExhausted`].
+    GenerationExhausted,
+    /// [`Error::GenerationFloorTooHigh`].
+    GenerationFloorTooHigh,
+    /// [`Error::PublishedBelowPins`].
+    PublishedBelowPins,
     /// [`Error::VersionNotIncreasing`].
     VersionNotIncreasing,
     /// [`Error::VersionTooLarge`].
     VersionTooLarge,
-    /// [`Error::Timeout`].
+    /// [`Error::Timeout`], and [`Error::ClaimTimeout`] (a claim that waited its whole
+    /// timeout: it also names the owner).
     Timeout,
     /// [`Error::ProvisioningDisabled`].
     ProvisioningDisabled,
     /// [`Error::DataPathIsLockFile`].
     DataPathIsLockFile,
-    /// An [`Error::Io`] because the file or a directory on its path does not exist.
+    /// An [`Error::Io`] because the file or a directory on its path does not exist, or
+    /// [`Error::NoDataFile`].
     NotFound,
-    /// An [`Error::Io`] because the process may not open or lock the file.
+    /// An [`Error::Io`] because the process may not open or lock the file, or
+    /// [`Error::ProvisionNotPermitted`].
     PermissionDenied,
     /// An [`Error::Io`] because the file is on a read-only filesystem.
     ReadOnlyFilesystem,
     /// Any other [`Error::Io`].
     Io,
+    /// The coordination service did not answer in time (a backend over the network, such
+    /// as `shmlock-etcd`: no quorum, no reachable endpoint). The local backend never
+    /// returns it. Whether the operation took effect is unknown: check and retry.
+    Unavailable,
 }
 
 /// A duration as a person reads it: "250 µs", "1.5 ms", "40 ms", "2.3 s", "5 min 3 s".
@@ -267,7 +368,7 @@ fn io_hint(source: &io::Error) -> &'static str {
     match source.kind() {
         io::ErrorKind::NotFound => " (does the directory exist? is the path right?)",
         io::ErrorKind::PermissionDenied => {
-            " (a file you cannot write can still be read with `shmlock inspect`)"
+            " (every process that opens a lock file, readers included, needs read and write permission on it, and creating it needs write permission on its directory; an existing lock file you may only read can still be looked at with shmlock::inspect)"
         }
         io::ErrorKind::ReadOnlyFilesystem => " (the lock file must be on a writable filesystem)",
         _ => "",
@@ -292,11 +393,17 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::IncompatibleVersion { .. } => ErrorKind::IncompatibleVersion,
             Error::UnsupportedFilesystem { .. } => ErrorKind::UnsupportedFilesystem,
+            Error::UnsupportedCpu { .. } => ErrorKind::UnsupportedCpu,
             Error::NotARegularFile { .. } => ErrorKind::NotARegularFile,
             Error::ForkedHandle => ErrorKind::ForkedHandle,
+            Error::GenerationExhausted { .. } => ErrorKind::GenerationExhausted,
+            Error::GenerationFloorTooHigh { .. } => ErrorKind::GenerationFloorTooHigh,
+            Error::PublishedBelowPins { .. } => ErrorKind::PublishedBelowPins,
             Error::VersionNotIncreasing { .. } => ErrorKind::VersionNotIncreasing,
             Error::VersionTooLarge { .. } => ErrorKind::VersionTooLarge,
-            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Timeout { .. } | Error::ClaimTimeout { .. } => ErrorKind::Timeout,
+            Error::NoDataFile { .. } => ErrorKind::NotFound,
+            Error::ProvisionNotPermitted { .. } => ErrorKind::PermissionDenied,
             Error::ProvisioningDisabled { .. } => ErrorKind::ProvisioningDisabled,
             Error::DataPathIsLockFile { .. } => ErrorKind::DataPathIsLockFile,
             Error::Io { source, .. } => match source.kind() {

@@ -7,16 +7,21 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::error::{human_duration, CorruptReason, Error, Result};
-use crate::page::{lease_ms, LEASE_NONE_MS, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY};
+use crate::page::{
+    lease_ms, owner_generation, LEASE_NONE_MS, MAX_GENERATION, MAX_READERS_PER_MEMBER, MAX_VERSION,
+    MEMBER_CAPACITY,
+};
 use crate::protocol::members::{self, Identity, Registration};
-use crate::protocol::snapshots::{self, Pin, PublishError};
+use crate::protocol::snapshots::{self, AttachError, Pin, PublishError};
 use crate::protocol::writer::{self, Claim, ClaimError, Declaration, Takeover};
 use crate::protocol::Recovery;
 use crate::protocol::{self};
 use crate::snapshot::{ReapReport, Snapshot};
 use crate::sys::{self, Mapping, OpenParams, Settled};
 
-/// How [`ShmLock::open`] found the file.
+/// How [`ShmLock::open`] found the file ([`ShmLock::open_state`]): created, reopened clean,
+/// joined live users, or recovered (and how) — what an engine logs at start-up, and the
+/// only place a heal or a reboot recovery is reported to the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpenState {
@@ -39,6 +44,13 @@ pub enum OpenState {
     /// by at least 2^32, so no fencing token handed out before the crash repeats. Anything
     /// dead processes left was cleared as in `RecoveredFromCrash`.
     RecoveredAfterReboot,
+    /// Nobody had it open and the page was of the previous format (version 2): it was
+    /// upgraded in place to this library's format. The generation, the published version
+    /// and the boot record carry over (a page from another boot also jumps its generation,
+    /// as in `RecoveredAfterReboot`); anything dead processes left was cleared. While
+    /// processes of the older library have the file open, the open is refused instead
+    /// (`IncompatibleVersion`).
+    UpgradedFormat,
 }
 
 /// Options for [`ShmLock::open_with`].
@@ -99,6 +111,10 @@ impl Options {
     /// fencing token your engine made durable, so tokens never repeat even if the lock
     /// file was lost or rolled back (deleted, on a tmpfs after a reboot, or written back
     /// before a power cut). The claim raises the page's generation to match.
+    ///
+    /// A floor above [`MAX_GENERATION_FLOOR`] (2^55 − 1) is refused by
+    /// [`ShmLock::open_with`] with `Err(GenerationFloorTooHigh)`: one claim at it would
+    /// leave too few generations above it for the file to stay claimable.
     pub fn generation_floor(mut self, floor: u64) -> Options {
         self.generation_floor = floor;
         self
@@ -124,6 +140,11 @@ impl Options {
         self
     }
 }
+
+/// The highest [`Options::generation_floor`] accepted: half the generation range
+/// (2^55 − 1), so that a claim at the floor leaves 2^55 generations (and reboot jumps of
+/// 2^32) above it. A higher floor is refused with [`Error::GenerationFloorTooHigh`].
+pub const MAX_GENERATION_FLOOR: u64 = MAX_GENERATION / 2;
 
 /// The lock file path beside a data file: `<data>-shm`.
 ///
@@ -181,8 +202,55 @@ fn provision_env_says_yes(value: &str) -> bool {
     )
 }
 
-/// Read-only look at a lock file: creates, registers and writes nothing. `Ok(None)` when the
-/// file does not exist or is empty. Liveness is probed from the kernel's lock table.
+/// The lock file a path names, by the one rule that [`inspect`] and the `shmlock` CLI share:
+///
+/// - a lock file ([`is_lock_file`]: its name ends in `-shm`, or it carries the shmlock
+///   magic) names itself;
+/// - otherwise, when `<path>-shm` exists, or `path` is a readable regular file (a data file
+///   whose lock file does not exist yet), or neither exists, the lock file is
+///   [`shm_path_for(path)`](shm_path_for);
+/// - anything else (a directory, a symbolic link, an unreadable file) names itself, so that
+///   opening it reports what is wrong.
+///
+/// So `app.db` and `app.db-shm` name the same lock file, and a lock file is never taken
+/// for a data file (`app.db-shm` never means `app.db-shm-shm`). Reads at most 8 bytes.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let data = dir.path().join("app.db");
+/// std::fs::write(&data, b"the engine's data").unwrap();
+/// assert_eq!(shmlock::resolve_lock_path(&data), shmlock::shm_path_for(&data));
+/// let shm = shmlock::shm_path_for(&data);
+/// assert_eq!(shmlock::resolve_lock_path(&shm), shm);
+/// ```
+pub fn resolve_lock_path(path: impl AsRef<Path>) -> PathBuf {
+    let path = path.as_ref();
+    if sys::is_lock_file(path) {
+        return path.to_path_buf();
+    }
+    let shm = shm_path_for(path);
+    if std::fs::symlink_metadata(&shm).is_ok() {
+        return shm;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => shm,
+        Ok(meta) if meta.is_file() && std::fs::File::open(path).is_ok() => shm,
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Read-only look at a lock file: creates, registers and writes nothing. `path` is the lock
+/// file or the data file beside it ([`resolve_lock_path`] decides, as the CLI does).
+/// `Ok(None)` when the lock file does not exist or is empty. Liveness is probed from the
+/// kernel's lock table.
+///
+/// # Errors
+///
+/// [`Error::NotARegularFile`] (a directory, FIFO, symbolic link …), [`Error::Corrupt`] (a
+/// damaged page, or a file without the shmlock magic named as a lock file),
+/// [`Error::IncompatibleVersion`], and [`Error::Io`] when the file cannot be opened or
+/// read (kind [`PermissionDenied`](crate::ErrorKind::PermissionDenied) if this process
+/// may not read it).
 ///
 /// ```
 /// # fn main() -> shmlock::Result<()> {
@@ -195,10 +263,15 @@ fn provision_env_says_yes(value: &str) -> bool {
 /// let snapshot = shmlock::inspect(&path)?.expect("the file exists now");
 /// assert_eq!(snapshot.reader_count, 1);
 /// assert!(snapshot.owner.is_none());
+///
+/// // The data file names its lock file too.
+/// let data = dir.path().join("app.db");
+/// std::fs::write(&data, b"").unwrap();
+/// assert_eq!(shmlock::inspect(&data)?.expect("app.db-shm").reader_count, 1);
 /// # Ok(()) }
 /// ```
 pub fn inspect(path: impl AsRef<Path>) -> Result<Option<Snapshot>> {
-    sys::inspect(path.as_ref())
+    sys::inspect(&resolve_lock_path(path))
 }
 
 /// This process's membership of one lock file: shared by every [`ShmLock`] of the file.
@@ -206,6 +279,9 @@ pub(crate) struct Inner {
     pub(crate) mapping: Arc<Mapping>,
     pub(crate) registration: Registration,
     fork_epoch: u64,
+    /// The file's (device, inode): a forked child reads it again only if the path still
+    /// names it.
+    key: (u64, u64),
     /// The page's generation seed, read when it validated: every generation the page can
     /// legitimately hold is at or above it, so a claim at or below it means the page was
     /// truncated or overwritten under its live users (see `ShmLock::claim`).
@@ -232,6 +308,20 @@ impl Inner {
     #[inline]
     pub(crate) fn index(&self) -> usize {
         self.registration.index
+    }
+
+    /// The page's state for a handle in a forked child: its own mapping was replaced by
+    /// the fork hook, so it reads the file (which must still be the one it opened), and
+    /// answers as pessimistically as possible when it cannot.
+    #[cold]
+    fn forked_look(&self) -> Snapshot {
+        match sys::inspect_in_child(&self.mapping.path, self.key) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                log::warn!("a handle used in a forked child cannot read its file: {e}");
+                Snapshot::unknown()
+            }
+        }
     }
 }
 
@@ -270,7 +360,8 @@ impl std::fmt::Debug for ShmLock {
 }
 
 impl ShmLock {
-    /// Open (creating if missing, mode 0600) the lock file at `path`.
+    /// Open (creating if missing, mode 0600) the lock file at `path`: [`open_with`](ShmLock::open_with)
+    /// with default [`Options`], whose `# Errors` apply.
     ///
     /// ```
     /// use shmlock::{OpenState, ShmLock};
@@ -288,8 +379,28 @@ impl ShmLock {
     }
 
     /// Open the lock file at `path` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] when a system call fails; its [`kind()`](Error::kind) tells
+    ///   [`NotFound`](crate::ErrorKind::NotFound) (a missing directory, or a missing file
+    ///   with [`Options::create`]`(false)`), [`PermissionDenied`](crate::ErrorKind::PermissionDenied)
+    ///   and [`ReadOnlyFilesystem`](crate::ErrorKind::ReadOnlyFilesystem) apart.
+    /// - [`Error::NotARegularFile`]: a directory, FIFO, device, socket or symbolic link.
+    /// - [`Error::Corrupt`]: not a shmlock lock file (left untouched), or a damaged page
+    ///   that live processes use (not rewritten).
+    /// - [`Error::IncompatibleVersion`]: another format version.
+    /// - [`Error::UnsupportedFilesystem`]: a network filesystem (see
+    ///   [`Options::allow_network_filesystem`]).
+    /// - [`Error::TooManyProcesses`]: every member entry is taken by a live process.
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<ShmLock> {
         let path = path.as_ref();
+        if options.generation_floor > MAX_GENERATION_FLOOR {
+            return Err(Error::GenerationFloorTooHigh {
+                floor: options.generation_floor,
+                max: MAX_GENERATION_FLOOR,
+            });
+        }
         let params = OpenParams {
             mode: options.mode.unwrap_or(0o600),
             create: options.create,
@@ -346,6 +457,7 @@ impl ShmLock {
                 OpenState::RecoveredFromCrash
             }
             Settled::Recovered(_) => OpenState::Reopened,
+            Settled::Upgraded(_) => OpenState::UpgradedFormat,
         };
         log_reaped(path, &reaped);
         let generation_seed = opened
@@ -358,6 +470,7 @@ impl ShmLock {
             mapping: opened.mapping,
             registration,
             fork_epoch: sys::fork_epoch(),
+            key: opened.key,
             generation_seed,
         });
         let mut registry = sys::REGISTRY.lock();
@@ -374,12 +487,16 @@ impl ShmLock {
         Ok(wrap(inner, state))
     }
 
-    /// Open `shm_path_for(data_path)`, the lock file beside a data file. The data file
-    /// must exist (the lock file belongs to it). A missing lock file is created only when
-    /// [`provisioning_enabled`], with the data file's permission bits (so whoever may open
-    /// the data may open its lock file); otherwise `Err(ProvisioningDisabled)`. A path
-    /// that is itself a lock file (ends in `-shm`, or starts with the shmlock magic) is
-    /// refused with `Err(DataPathIsLockFile)`: nothing is created or written.
+    /// Open `shm_path_for(data_path)`, the lock file beside a data file, with default
+    /// [`Options`]: [`provision_with`](ShmLock::provision_with) says what it does.
+    ///
+    /// The data path is resolved first (`realpath`: symbolic links, `..`, relative
+    /// paths), so every path that reaches one data file through symbolic links gets the
+    /// same lock file, beside the data file itself ([`ShmLock::path`] says which). Hard
+    /// links cannot be resolved: two names of one data file in two directories (or under
+    /// two names) get two lock files, and so two writers. Give every process the same
+    /// name for a data file that has hard links (`provision` logs a warning when it has
+    /// more than one).
     ///
     /// ```
     /// # fn main() -> shmlock::Result<()> {
@@ -388,15 +505,82 @@ impl ShmLock {
     /// std::fs::write(&data, b"").unwrap(); // the engine's data file exists first
     /// shmlock::set_provisioning_enabled(true);
     /// let lock = shmlock::ShmLock::provision(&data)?;
-    /// assert_eq!(lock.path(), shmlock::shm_path_for(&data));
+    /// assert_eq!(lock.path(), shmlock::shm_path_for(data.canonicalize().unwrap()));
     /// assert!(matches!(
     ///     shmlock::ShmLock::provision(lock.path()),
     ///     Err(shmlock::Error::DataPathIsLockFile { .. })
     /// ));
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`provision_with`](ShmLock::provision_with).
     pub fn provision(data_path: impl AsRef<Path>) -> Result<ShmLock> {
-        let data = data_path.as_ref();
+        ShmLock::provision_with(data_path, &Options::new())
+    }
+
+    /// Open `shm_path_for(data_path)`, the lock file beside a data file, with `options`
+    /// (a lease, a generation floor, …): one open, for the writer and its readers alike.
+    ///
+    /// The data file must exist: the lock file belongs to it. A missing lock file is created
+    /// only when [`provisioning_enabled`] and this process may write the data file; it
+    /// gets the data file's permission bits unless `options` sets a [`mode`](Options::mode)
+    /// (so whoever may open the data may open its lock file). A path that is itself a lock
+    /// file (ends in `-shm`, or starts with the shmlock magic) is refused: nothing is
+    /// created or written.
+    ///
+    /// **Permissions.** Every process that uses the lock file, readers included, opens it
+    /// for reading and writing (a reader's pins live in the page), as SQLite's readers need
+    /// its `-shm`. So: the lock file is created by a process that may write the data file
+    /// (the engine's writer, or an install step), and a process that may only read the
+    /// data file can use it once it exists if its mode grants that process write
+    /// permission (for example a group with `rw` on `app.db-shm`). A process that may only
+    /// read the data file never creates the lock file: it would own it, and the writer
+    /// could then not open it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlock::{ErrorKind, Options, ShmLock};
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let data = dir.path().join("app.db");
+    /// let options = Options::new().lease(Duration::from_secs(5));
+    /// shmlock::set_provisioning_enabled(true);
+    /// let missing = ShmLock::provision_with(&data, &options).unwrap_err();
+    /// assert_eq!(missing.kind(), ErrorKind::NotFound); // no data file, no lock file
+    /// std::fs::write(&data, b"").unwrap();
+    /// let lock = ShmLock::provision_with(&data, &options)?; // leased claims from here
+    /// let writer = lock.try_claim_writer()?;
+    /// # drop(writer);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NoDataFile`] (kind `NotFound`): `data_path` does not exist.
+    /// - [`Error::NotARegularFile`]: `data_path` is a directory or another non-file.
+    /// - [`Error::DataPathIsLockFile`]: `data_path` is a lock file.
+    /// - [`Error::ProvisioningDisabled`]: no lock file, and [`provisioning_enabled`] is
+    ///   off.
+    /// - [`Error::ProvisionNotPermitted`] (kind `PermissionDenied`): no lock file, and
+    ///   this process may not write the data file.
+    /// - Everything [`open_with`](ShmLock::open_with) returns, for the lock file.
+    pub fn provision_with(data_path: impl AsRef<Path>, options: &Options) -> Result<ShmLock> {
+        let given = data_path.as_ref();
+        // One data file, one lock file, whatever path reaches it: resolve symbolic links
+        // (of the file and of its directories, `..` and relative paths) as SQLite does,
+        // so `link.db -> d.db` gets `d.db-shm`, not a second lock file `link.db-shm`.
+        let resolved = match std::fs::canonicalize(given) {
+            Ok(resolved) => resolved,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoDataFile {
+                    path: given.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(Error::io("resolve the data file's path", given, e)),
+        };
+        let data = resolved.as_path();
         let meta = std::fs::metadata(data).map_err(|e| Error::io("stat data file", data, e))?;
         if !meta.is_file() {
             return Err(Error::NotARegularFile {
@@ -413,14 +597,28 @@ impl ShmLock {
                 path: data.to_path_buf(),
             });
         }
-        use std::os::unix::fs::PermissionsExt;
-        let options = Options::new()
-            .mode(meta.permissions().mode() & 0o666)
-            .create(provisioning_enabled());
+        let links = sys::link_count(data, &meta);
+        if links > 1 {
+            log::warn!(
+                "{}: the data file has {links} hard links; every process must provision it by the same name, or each name gets its own lock file",
+                data.display(),
+            );
+        }
+        let mut options = options.clone();
+        options.mode = Some(options.mode.unwrap_or(sys::data_file_mode(&meta)));
+        options.create = options.create && provisioning_enabled();
         let shm = shm_path_for(data);
+        let lock_missing = std::fs::symlink_metadata(&shm)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if lock_missing && options.create && !sys::may_write(data) {
+            return Err(Error::ProvisionNotPermitted {
+                path: shm,
+                data: data.to_path_buf(),
+            });
+        }
         ShmLock::open_with(&shm, &options).map_err(|e| match e {
             Error::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound && !options.create =>
+                if source.kind() == std::io::ErrorKind::NotFound && !provisioning_enabled() =>
             {
                 Error::ProvisioningDisabled { path: shm }
             }
@@ -428,23 +626,36 @@ impl ShmLock {
         })
     }
 
-    /// How this handle's open found the file.
+    /// How this handle's open found the file (see [`OpenState`]). A second open of the
+    /// same file in a process says [`OpenState::Joined`].
     pub fn open_state(&self) -> OpenState {
         self.state
     }
 
-    /// The lock file's path.
+    /// The lock file's path, as given to the open that mapped it (for `provision`,
+    /// [`shm_path_for`] of the data file).
     pub fn path(&self) -> &Path {
         &self.inner.mapping.path
     }
 
-    /// This process's member index in the file's member table.
+    /// This process's member index in the file's member table (one entry per process,
+    /// shared by all its handles of the file): the `MEMBER` column of `shmlock inspect`.
     pub fn member_index(&self) -> usize {
         self.inner.index()
     }
 
     /// Claim the writer role now, taking over a dead owner (or, with a lease, one whose
     /// heartbeat is older than the lease). `Err(WriterBusy)` if a live owner holds it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::WriterBusy`]: a live owner (another process) holds the role; it names
+    ///   the owner's pid and generation.
+    /// - [`Error::AlreadyWriter`]: this process holds the role through another guard.
+    /// - [`Error::ForkedHandle`]: the handle was opened before `fork()`.
+    /// - [`Error::Corrupt`]: the page was truncated or overwritten under its users
+    ///   ([`CorruptReason::ResetUnderUse`]), or its generation counter is exhausted; the
+    ///   claim was given back.
     ///
     /// ```
     /// # fn main() -> shmlock::Result<()> {
@@ -464,6 +675,16 @@ impl ShmLock {
     /// (with a lease) stop heartbeating. Sleeps while it waits; wakes at once on a release
     /// and within microseconds of the owner's death.
     ///
+    /// # Errors
+    ///
+    /// - [`Error::ClaimTimeout`] (kind [`Timeout`](crate::ErrorKind::Timeout)): `timeout`
+    ///   passed (at once for `Duration::ZERO`) and a live owner still held the role; it
+    ///   names the owner's pid and generation.
+    /// - [`Error::AlreadyWriter`]: this process holds the role through another guard, or
+    ///   came to hold it while this call waited.
+    /// - [`Error::ForkedHandle`]: the handle was opened before `fork()`.
+    /// - [`Error::Corrupt`]: as for [`try_claim_writer`](ShmLock::try_claim_writer).
+    ///
     /// ```
     /// use std::time::Duration;
     /// # fn main() -> shmlock::Result<()> {
@@ -480,6 +701,10 @@ impl ShmLock {
     /// [`try_claim_writer`](ShmLock::try_claim_writer) with a guard that borrows this
     /// handle instead of sharing it: no reference count to bump and drop (see
     /// [`WriterRef`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_claim_writer`](ShmLock::try_claim_writer).
     #[inline]
     pub fn try_claim_writer_ref(&self) -> Result<WriterRef<'_>> {
         self.claim_ref(None)
@@ -487,6 +712,11 @@ impl ShmLock {
 
     /// [`claim_writer`](ShmLock::claim_writer) with a guard that borrows this handle (see
     /// [`WriterRef`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_writer`](ShmLock::claim_writer): [`Error::ClaimTimeout`] when `timeout`
+    /// passes, [`Error::AlreadyWriter`], [`Error::ForkedHandle`], [`Error::Corrupt`].
     pub fn claim_writer_ref(&self, timeout: Duration) -> Result<WriterRef<'_>> {
         self.claim_ref(Some(timeout))
     }
@@ -522,10 +752,12 @@ impl ShmLock {
 
     #[inline]
     fn claim_raw(&self, timeout: Option<Duration>) -> Result<Claim> {
-        self.claim_with(match timeout {
-            None => ClaimHow::Try(None),
-            Some(t) => ClaimHow::Until(deadline_after(t)),
-        })
+        match timeout {
+            None => self.claim_with(ClaimHow::Try(None)),
+            Some(t) => self
+                .claim_with(ClaimHow::Until(deadline_after(t)))
+                .map_err(|e| claim_timed_out(e, t)),
+        }
     }
 
     #[inline]
@@ -554,7 +786,7 @@ impl ShmLock {
                 }
                 Ok(claim)
             }
-            Err(e) => Err(claim_error(&inner.mapping.path, e)),
+            Err(e) => Err(claim_error(&inner.mapping.path, page, e)),
         }
     }
 
@@ -568,6 +800,11 @@ impl ShmLock {
     /// [`oldest_pinned`](ShmLock::oldest_pinned) in every process stays at or below
     /// [`ReaderGuard::version`], so the writer does not reclaim what this reader reads.
     /// Lock-free: atomics on this process's own line and in-process slots, no system call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyReaders`] (this process has the most readers one member entry can
+    /// count), [`Error::ForkedHandle`].
     ///
     /// ```
     /// # fn main() -> shmlock::Result<()> {
@@ -621,15 +858,25 @@ impl ShmLock {
     }
 
     /// The latest published version (0 before the first publish). One atomic load. (In a
-    /// forked child, whose handles no longer map the file, 0: open the file again there.)
+    /// forked child, whose handles no longer map the file, it is read from the file, as
+    /// [`inspect`] does; 0 if the file can no longer be read there.)
     #[inline]
     pub fn published(&self) -> u64 {
+        if !self.inner.same_process() {
+            return self.inner.forked_look().published;
+        }
         snapshots::published(self.inner.mapping.page())
     }
 
     /// Wait until a version above `after` is published, and return it (at once if one
     /// already is); `Err(Timeout)` after `timeout`. Sleeps on a shared futex: a publish in
     /// any process wakes it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Timeout`]: `timeout` passed (at once for `Duration::ZERO`) with no
+    ///   version above `after` published.
+    /// - [`Error::ForkedHandle`]: the handle was opened before `fork()`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -656,29 +903,65 @@ impl ShmLock {
     /// The oldest version pinned by a live reader in any process (`None`: no reader pins
     /// anything). It may be lower than the truth for an instant (a detach in flight), never
     /// higher; a dead process's pins never count. Costs a scan of the member table and one
-    /// kernel liveness probe.
+    /// kernel liveness probe per member with pins. (In a forked child, whose handles no
+    /// longer map the file, it is read from the file, as [`inspect`] does; `Some(0)`,
+    /// "everything is pinned", if the file can no longer be read there.)
+    ///
+    /// **When is `None` safe?** `None` says no reader pins anything *now*; a reader that
+    /// attaches a moment later pins [`published()`](ShmLock::published) as it is then. So
+    /// `None` frees exactly the versions below the latest version published *before* this
+    /// call — not "everything", and not a version published after it. The same holds for
+    /// `Some(oldest)`: what is free is below `min(oldest, published)`, with `published` read
+    /// before the scan. A writer reads it best as [`WriterGuard::reclaimable_below`], after
+    /// its publish, which also checks that it is still the writer (a deposed writer must
+    /// reclaim nothing).
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.try_claim_writer()?;
+    /// writer.publish(5)?;
+    /// assert_eq!(lock.oldest_pinned(), None); // no reader now...
+    /// let late = lock.attach_reader()?;       // ...but one may attach at once,
+    /// assert_eq!(late.version(), 5);           // pinning the published version:
+    /// assert_eq!(writer.reclaimable_below()?, 5); // only versions below 5 are free.
+    /// # Ok(()) }
+    /// ```
     pub fn oldest_pinned(&self) -> Option<u64> {
         let inner = &self.inner;
+        if !inner.same_process() {
+            return inner.forked_look().oldest_pinned;
+        }
         let plat = inner.mapping.platform();
         snapshots::oldest_pinned(inner.mapping.page(), &plat).map(|(oldest, _)| oldest)
     }
 
     /// The state of the file now: owner, members, readers, versions. Liveness comes from
     /// the kernel. (In a forked child, whose handles no longer map the file, it is read
-    /// through a read-only look at the file, as [`inspect`] does.)
+    /// through a read-only look at the file, as [`inspect`] does; if the file can no
+    /// longer be read there, a snapshot that says version 0 is pinned and knows nothing
+    /// else.)
     pub fn snapshot(&self) -> Snapshot {
         let inner = &self.inner;
         if !inner.same_process() {
-            if let Ok(Some(snapshot)) = sys::inspect(&inner.mapping.path) {
-                return snapshot;
-            }
+            return inner.forked_look();
         }
-        let me = inner.same_process().then(|| inner.index());
-        protocol::snapshot(inner.mapping.page(), &inner.mapping.platform(), me)
+        protocol::snapshot(
+            inner.mapping.page(),
+            &inner.mapping.platform(),
+            Some(inner.index()),
+        )
     }
 
     /// Clear every dead member (and a dead owner) from the page; report what was cleared.
-    /// Live members are never touched.
+    /// Live members are never touched. Nobody has to call it for correctness: dead
+    /// processes' readers and pins never count, and whoever next needs a dead entry clears
+    /// it; it is for tidiness and for operators (`shmlock reap`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForkedHandle`] in a forked child.
     ///
     /// ```
     /// # fn main() -> shmlock::Result<()> {
@@ -755,19 +1038,15 @@ fn lookup(registry: &sys::Registry, key: (u64, u64)) -> Option<Arc<Inner>> {
 
 /// The live `Inner` of this process for the file at `path`, if it has one.
 fn registered(path: &Path) -> Result<Option<Arc<Inner>>> {
-    use std::os::unix::fs::MetadataExt;
     let registry = sys::REGISTRY.lock();
     if registry.is_empty() {
         return Ok(None);
     }
-    // symlink_metadata: a symlink at the path is refused by the open that follows.
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    // Not following a symlink: one at the path is refused by the open that follows.
+    let Some(key) = sys::path_key(path) else {
         return Ok(None);
     };
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    Ok(lookup(&registry, (meta.dev(), meta.ino())))
+    Ok(lookup(&registry, key))
 }
 
 fn log_reaped(path: &Path, reaped: &[members::Reaped]) {
@@ -806,15 +1085,36 @@ fn page_reset_under_us(inner: &Inner, claim: Claim) -> Error {
     )
 }
 
+/// A waiting claim that ended busy ran out of time: say so, naming the owner (blocking and
+/// async forms alike).
 #[cold]
-fn claim_error(path: &Path, e: ClaimError) -> Error {
+pub(crate) fn claim_timed_out(e: Error, waited: Duration) -> Error {
+    match e {
+        Error::WriterBusy { pid, generation } => Error::ClaimTimeout {
+            pid,
+            generation,
+            waited,
+        },
+        other => other,
+    }
+}
+
+#[cold]
+fn claim_error(
+    path: &Path,
+    page: &crate::page::Page<std::sync::atomic::AtomicU64>,
+    e: ClaimError,
+) -> Error {
     match e {
         ClaimError::Busy {
             pid, generation, ..
         } => Error::WriterBusy { pid, generation },
         // The owner word names this process: one of its guards holds the role.
         ClaimError::AlreadyOurs { .. } => Error::AlreadyWriter,
-        ClaimError::GenerationExhausted => Error::corrupt(path, CorruptReason::GenerationExhausted),
+        ClaimError::GenerationExhausted => Error::GenerationExhausted {
+            path: path.to_path_buf(),
+            generation: owner_generation(writer::load_owner(page)),
+        },
     }
 }
 
@@ -880,6 +1180,10 @@ impl WriterGuard {
     /// while the claim still holds. `Err(Deposed)` once another claim has won; a deposed
     /// guard's heartbeat changes nothing, even when a newer claim of the same process owns
     /// the role.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deposed`], [`Error::ForkedHandle`].
     #[inline]
     pub fn heartbeat(&self) -> Result<()> {
         heartbeat_claim(&self.inner, &self.claim)
@@ -926,6 +1230,11 @@ impl WriterGuard {
     /// [`ShmLock::wait_published`] wake. Versions only grow (`Err(VersionNotIncreasing)`)
     /// and are at most 2^48 − 2 (`Err(VersionTooLarge)`); a deposed writer cannot publish
     /// (`Err(Deposed)`). One CAS; a system call only when a reader is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deposed`], [`Error::VersionNotIncreasing`], [`Error::VersionTooLarge`],
+    /// [`Error::ForkedHandle`]. Nothing is published when it fails.
     #[inline]
     pub fn publish(&self, version: u64) -> Result<()> {
         publish_claim(&self.inner, &self.claim, version)
@@ -935,7 +1244,14 @@ impl WriterGuard {
     /// everything only those readers could read may be reclaimed. Returns at once if none
     /// does; sleeps otherwise, woken by the detach (or the death) of the readers that held
     /// it back; `Err(Timeout)` after `timeout`. Works whether or not this guard is still
-    /// current (reclaiming is the current writer's business: check `is_current()`).
+    /// current (reclaiming is the current writer's business: check `is_current()`, or use
+    /// [`reclaimable_below`](WriterGuard::reclaimable_below)).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Timeout`]: `timeout` passed (at once for `Duration::ZERO`) while a live
+    ///   reader still pinned a version below `version`; it names the oldest pin.
+    /// - [`Error::ForkedHandle`]: the handle was opened before `fork()`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -956,8 +1272,44 @@ impl WriterGuard {
         wait_readers_past(&self.inner, version, timeout)
     }
 
+    /// Everything below the returned version is free to reclaim: no live reader in any
+    /// process pins it, and no reader can pin it from now on (a reader that attaches pins
+    /// the published version, which only grows). It is `min(published, oldest pin)`, read
+    /// in the order that makes it safe (the published version first, then the pins), so
+    /// call it after your [`publish`](WriterGuard::publish): what you published is then
+    /// the bound, and only readers still on older versions hold it lower. Does not wait
+    /// (see [`wait_readers_past`](WriterGuard::wait_readers_past) for that). A scan of the
+    /// member table, like [`ShmLock::oldest_pinned`].
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Deposed`]: this guard is no longer the writer; a deposed writer must
+    ///   reclaim nothing (its successor owns the data now).
+    /// - [`Error::ForkedHandle`]: the handle was opened before `fork()`.
+    ///
+    /// ```
+    /// # fn main() -> shmlock::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = shmlock::ShmLock::open(dir.path().join("app.db-shm"))?;
+    /// let writer = lock.try_claim_writer()?;
+    /// writer.publish(1)?;
+    /// let old_reader = lock.attach_reader()?; // pins 1
+    /// writer.publish(2)?;
+    /// assert_eq!(writer.reclaimable_below()?, 1); // version 1 is still read
+    /// drop(old_reader);
+    /// assert_eq!(writer.reclaimable_below()?, 2); // everything below 2 is free
+    /// # Ok(()) }
+    /// ```
+    pub fn reclaimable_below(&self) -> Result<u64> {
+        reclaimable_below(&self.inner, &self.claim)
+    }
+
     /// Release the writer role and wake waiting claimants. `Err(Deposed)` if another claim
     /// had already won (nothing is changed then).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deposed`] (nothing was changed), [`Error::ForkedHandle`].
     pub fn release(mut self) -> Result<()> {
         self.released = true;
         release_claim(&self.inner, &self.claim)
@@ -1005,6 +1357,20 @@ fn publish_claim(inner: &Inner, claim: &Claim, version: u64) -> Result<()> {
             max: MAX_VERSION,
         }),
     }
+}
+
+fn reclaimable_below(inner: &Inner, claim: &Claim) -> Result<u64> {
+    inner.check_fork()?;
+    let page = inner.mapping.page();
+    let plat = inner.mapping.platform();
+    // Published first, then the pins: a reader whose pin this scan misses re-reads
+    // `published` after making its pin visible, so it pins this version or a later one.
+    let published = snapshots::published(page);
+    let oldest = snapshots::oldest_pinned(page, &plat).map(|(oldest, _)| oldest);
+    if !writer::is_current(page, &plat, claim.word) {
+        return Err(deposed(claim));
+    }
+    Ok(oldest.map_or(published, |oldest| oldest.min(published)))
 }
 
 fn wait_readers_past(inner: &Inner, version: u64, timeout: Duration) -> Result<()> {
@@ -1073,13 +1439,13 @@ impl HeartbeatHandle {
         heartbeat_claim(&self.inner, &self.claim)
     }
 
-    /// Whether the claim still owns the writer role.
+    /// Whether the claim still owns the writer role (see [`WriterGuard::is_current`]).
     #[inline]
     pub fn is_current(&self) -> bool {
         claim_is_current(&self.inner, &self.claim)
     }
 
-    /// The claim's generation.
+    /// The claim's generation, its fencing token (see [`WriterGuard::generation`]).
     pub fn generation(&self) -> u64 {
         self.claim.generation
     }
@@ -1168,6 +1534,16 @@ impl WriterRef<'_> {
         wait_readers_past(&self.lock.inner, version, timeout)
     }
 
+    /// Everything below the returned version is free to reclaim (see
+    /// [`WriterGuard::reclaimable_below`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deposed`], [`Error::ForkedHandle`].
+    pub fn reclaimable_below(&self) -> Result<u64> {
+        reclaimable_below(&self.lock.inner, &self.claim)
+    }
+
     /// Release the role (see [`WriterGuard::release`]).
     #[inline]
     pub fn release(mut self) -> Result<()> {
@@ -1185,7 +1561,12 @@ impl Drop for WriterRef<'_> {
     }
 }
 
-/// One attached reader, pinning a version. Dropping it detaches and unpins.
+/// One attached reader ([`ShmLock::attach_reader`]), pinning the version that was published
+/// when it attached: while it lives, [`ShmLock::oldest_pinned`] in every process stays at
+/// or below [`version`](ReaderGuard::version), so no writer reclaims what it reads. It
+/// counts in [`Snapshot::reader_count`]. Dropping it detaches and unpins; if its process
+/// dies, it stops counting and pinning at once. `Send + Sync`: it may end on another
+/// thread.
 #[must_use = "dropping the guard detaches the reader"]
 pub struct ReaderGuard {
     inner: Arc<Inner>,
@@ -1231,10 +1612,15 @@ fn attach_pin(inner: &Inner) -> Result<Pin> {
         return Err(Error::ForkedHandle);
     }
     let plat = inner.mapping.platform();
-    snapshots::attach(inner.mapping.page(), &plat, inner.index()).map_err(|_| {
-        Error::TooManyReaders {
+    snapshots::attach(inner.mapping.page(), &plat, inner.index()).map_err(|e| match e {
+        AttachError::TooManyReaders => Error::TooManyReaders {
             limit: MAX_READERS_PER_MEMBER,
-        }
+        },
+        AttachError::PublishedBelowPins { published, pinned } => Error::PublishedBelowPins {
+            path: inner.mapping.path.clone(),
+            published,
+            pinned,
+        },
     })
 }
 

@@ -1,13 +1,15 @@
-//! The one-page layout (format v2), its constants and its validation.
+//! The one-page layout (format v3), its constants and its validation.
 //!
 //! Every field is a 64-bit atomic word in native byte order; FORMAT.md documents each byte
 //! and which atomic operation and ordering reads and writes it. The page is generic over the
 //! word type so that production views the mapping as `Page<AtomicU64>` and the loom models
-//! use a heap `Page<loom::sync::atomic::AtomicU64>` — the same code reads both.
+//! use a heap `Page<loom::sync::atomic::AtomicU64>` — the same code reads both. One field is
+//! 16 bytes: the owner word and `published`, changed together by one 16-byte CAS
+//! ([`WordPair`]); everything else is a 64-bit word.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use crate::platform::{Mutant, Platform, Word};
+use crate::platform::{Mutant, Platform, Word, WordPair};
 
 /// Size of the page, and of the file, in bytes.
 pub const PAGE_SIZE: usize = 4096;
@@ -21,7 +23,7 @@ pub const MEMBER_CAPACITY: usize = 120;
 /// wait line.
 pub const LINES_BEFORE_MEMBERS: usize = 4;
 /// The format version this library writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The magic, published last by the initialiser: the bytes `SHMLOCK` then `0x01`, read as
 /// a native-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMLOCK\x01");
@@ -48,6 +50,14 @@ pub const MAX_READERS_PER_MEMBER: u64 = (1 << (64 - VERSION_BITS)) - 1;
 /// Bit 63 of a member's heartbeat word: set, the word is `HEARTBEAT_CLAIMED | generation`,
 /// "not heartbeaten since the claim of that generation"; clear, it is a stamp.
 pub const HEARTBEAT_CLAIMED: u64 = 1 << 63;
+/// The heartbeat word a claim leaves in its member's entry before its CAS: "claimed over
+/// the owner word of generation `observed`, not heartbeaten since". Never a stamp (bit 63);
+/// a later claim observes a higher generation, so never the marker of an earlier one either.
+#[inline]
+pub const fn claim_marker(observed: u64) -> u64 {
+    HEARTBEAT_CLAIMED | observed
+}
+
 /// The lease field of a member that declared none (its owner is deposed only at death).
 pub const LEASE_NONE_MS: u64 = u32::MAX as u64;
 /// Offset of the dead-man-switch lock byte, just past the page.
@@ -83,11 +93,12 @@ pub const ORIGIN_CREATED: u64 = 1;
 /// `Header::origin` of a page rewritten by a heal of a damaged one.
 pub const ORIGIN_HEALED: u64 = 2;
 
-/// Line 1: the writer's line.
+/// Line 1: the writer's line (written by claims that displace someone, waiting claimants
+/// and registrations; the owner word itself lives in line 2 since format 3).
 #[repr(C)]
 pub struct WriterLine<W> {
-    /// The owner word: `generation << 8 | slot`, slot = owning member index + 1, 0 = free.
-    pub owner: W,
+    /// Reserved, zero (format 2's owner word: an upgrade reads it from here).
+    pub reserved_head: W,
     /// Claims that deposed a dead or lease-expired owner.
     pub takeovers: W,
     /// Bumped to wake waiting claimants (by a release, a death watcher or a reaper);
@@ -105,19 +116,20 @@ pub struct WriterLine<W> {
     pub reserved: W,
 }
 
-/// Line 2: what readers read on every attach and detach; written only by a publish and
-/// by a writer that starts or stops waiting for readers.
+/// Line 2: what readers read on every attach and detach; written only by a claim, a
+/// release, a publish and by a writer that starts or stops waiting for readers.
 #[repr(C)]
-pub struct SnapshotLine<W> {
-    /// `version | tag << 48`: the latest published version (0 before the first) and the
-    /// low 16 bits of the generation of the claim that last owned it (see
-    /// `protocol/snapshots.rs`).
-    pub published: W,
+pub struct SnapshotLine<W: Word> {
+    /// The owner word and the published version, one 16-byte word changed by one 16-byte
+    /// CAS (the fence, by construction: see `protocol/snapshots.rs`). The owner half is
+    /// `generation << 8 | slot` (slot = owning member index + 1, 0 = free); the published
+    /// half is the latest published version (0 before the first).
+    pub owner_published: W::Pair,
     /// One bit per member with a writer asleep in `wait_readers_past` (a detach that raises
     /// its member's oldest pin wakes them only when a bit is set).
     pub pin_waiters: [W; BITMAP_WORDS],
     /// Reserved, zero.
-    pub reserved: [W; 5],
+    pub reserved: [W; 4],
 }
 
 /// Line 3: the sequence words sleepers wait on, and the publish waiters.
@@ -155,7 +167,7 @@ pub struct Member<W> {
 
 /// The whole page.
 #[repr(C, align(64))]
-pub struct Page<W> {
+pub struct Page<W: Word> {
     /// Line 0.
     pub header: Header<W>,
     /// Line 1.
@@ -172,6 +184,9 @@ const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     use std::sync::atomic::AtomicU64;
     assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
+    assert!(size_of::<crate::platform::AtomicPair>() == 16);
+    assert!(align_of::<crate::platform::AtomicPair>() == 16);
+    assert!(offset_of!(SnapshotLine<AtomicU64>, owner_published) == 0);
     assert!(size_of::<Page<AtomicU64>>() == PAGE_SIZE);
     assert!(align_of::<Page<AtomicU64>>() == LINE_SIZE);
     assert!(size_of::<Header<AtomicU64>>() == LINE_SIZE);
@@ -265,16 +280,118 @@ pub const fn pins_oldest(word: u64) -> Option<u64> {
     }
 }
 
-/// The version in the `published` word.
+/// Format 2's tag of a generation in its `published` word: the low 16 bits (only the
+/// [`Mutant::FenceTagOf16Bits`] model of the old fence uses it).
 #[inline]
-pub const fn published_version(word: u64) -> u64 {
-    word & NO_PIN
+pub const fn format2_tag(generation: u64) -> u64 {
+    generation & 0xffff
 }
 
-/// The `published` word for `version` under a claim of `generation`.
+/// What an upgrade carries over from a format-2 page (read from its bytes while alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format2Facts {
+    /// Its owner word's generation.
+    pub generation: u64,
+    /// Its published version (the tag stripped).
+    pub published: u64,
+    /// Its boot record.
+    pub boot: u64,
+    /// Its creation time, generation seed and origin (line 0).
+    pub created_at: u64,
+    /// See `created_at`.
+    pub generation_seed: u64,
+    /// See `created_at`.
+    pub origin: u64,
+}
+
+impl Format2Facts {
+    /// Read from a whole format-2 page (validated as version 2 by [`classify_prefix`] and
+    /// its checksum). `None` when the bytes are not one.
+    pub fn read(bytes: &[u8]) -> Option<Format2Facts> {
+        let word = |i: usize| -> Option<u64> {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+        };
+        let header = [word(1)?, word(2)?, word(3)?, word(4)?, word(5)?, word(6)?];
+        if word(0)? != MAGIC
+            || header[0] != BYTE_ORDER_MARK
+            || header[1] != 2
+            || header[2] != LAYOUT
+            || word(7)? != header_checksum(header)
+        {
+            return None;
+        }
+        // Format 2: the owner word was word 8 (line 1), `published` word 16 (line 2) as
+        // `tag << 48 | version`, the boot record word 14.
+        let published = word(16)? & NO_PIN;
+        Some(Format2Facts {
+            generation: owner_generation(word(8)?),
+            published: published.min(MAX_VERSION),
+            boot: word(14)?,
+            created_at: header[3],
+            generation_seed: header[4],
+            origin: header[5],
+        })
+    }
+}
+
+/// The published half of the owner/published pair: `lease_code << 48 | version`. The
+/// version is what readers read; the lease code is what the claim that owns the role (the
+/// owner half) declared with it ([`lease_code`]): the claim word carries the declaration,
+/// so no other write (of another thread of the owner's process) can change it.
 #[inline]
-pub const fn published_word(version: u64, generation: u64) -> u64 {
-    (generation & 0xffff) << VERSION_BITS | (version & NO_PIN)
+pub const fn published_half(version: u64, lease_code: u64) -> u64 {
+    lease_code << VERSION_BITS | (version & NO_PIN)
+}
+
+/// The version in a published half.
+#[inline]
+pub const fn half_version(half: u64) -> u64 {
+    half & NO_PIN
+}
+
+/// The lease code in a published half.
+#[inline]
+pub const fn half_lease_code(half: u64) -> u64 {
+    half >> VERSION_BITS
+}
+
+/// A declared lease in whole milliseconds ([`LEASE_NONE_MS`]: none) as the 16-bit code the
+/// claim word carries: 0 = none; 1..=2048 = 0..=2047 ms exactly; above that a float of an
+/// 11-bit mantissa and an exponent, rounded **up** (an owner is never deposed earlier than
+/// it declared, and at most 1/2048 later).
+#[inline]
+pub const fn lease_code(lease_ms: u64) -> u64 {
+    if lease_ms >= LEASE_NONE_MS {
+        return 0;
+    }
+    if lease_ms < 2048 {
+        return lease_ms + 1;
+    }
+    // lease_ms ≤ (2048 + m) << (e − 1) with m < 2048, e ≥ 1, as small as possible.
+    let top = 63 - lease_ms.leading_zeros() as u64; // ≥ 11
+    let mut e = top - 10;
+    let shift = e - 1;
+    let mut m = (lease_ms + (1 << shift) - 1) >> shift; // in 2048..=4096
+    if m == 4096 {
+        m = 2048;
+        e += 1;
+    }
+    (e << 11 | (m - 2048)) + 1
+}
+
+/// The lease a [`lease_code`] declares, in milliseconds; `None`: no lease.
+#[inline]
+pub const fn lease_code_ms(code: u64) -> Option<u64> {
+    match code {
+        0 => None,
+        c if c <= 2048 => Some(c - 1),
+        c => {
+            let c = c - 1;
+            Some((2048 + (c & 2047)) << ((c >> 11) - 1))
+        }
+    }
 }
 
 /// A member's `lease_start` word.
@@ -395,6 +512,12 @@ pub fn classify_prefix(bytes: &[u8]) -> Result<(), Invalid> {
 }
 
 impl<W: Word> Page<W> {
+    /// The owner word and `published`.
+    #[inline(always)]
+    pub fn pair(&self) -> &W::Pair {
+        &self.snapshot.owner_published
+    }
+
     /// A page of zero words (models and tests; production maps the file instead).
     pub fn zeroed() -> Self {
         Page {
@@ -409,7 +532,7 @@ impl<W: Word> Page<W> {
                 checksum: W::new(0),
             },
             writer: WriterLine {
-                owner: W::new(0),
+                reserved_head: W::new(0),
                 takeovers: W::new(0),
                 wake_seq: W::new(0),
                 claim_waiters: std::array::from_fn(|_| W::new(0)),
@@ -418,7 +541,7 @@ impl<W: Word> Page<W> {
                 reserved: W::new(0),
             },
             snapshot: SnapshotLine {
-                published: W::new(0),
+                owner_published: W::Pair::new(0, 0),
                 pin_waiters: std::array::from_fn(|_| W::new(0)),
                 reserved: std::array::from_fn(|_| W::new(0)),
             },
@@ -437,13 +560,13 @@ impl<W: Word> Page<W> {
         }
     }
 
-    /// Every word of lines 1..=63.
+    /// Every 64-bit word of lines 1..=63 (the 16-byte pair is not among them).
     fn words_after_header(&self) -> impl Iterator<Item = &W> {
         let w = &self.writer;
         let s = &self.snapshot;
         let t = &self.wait;
         [
-            &w.owner,
+            &w.reserved_head,
             &w.takeovers,
             &w.wake_seq,
             &w.next_incarnation,
@@ -452,7 +575,6 @@ impl<W: Word> Page<W> {
         ]
         .into_iter()
         .chain(&w.claim_waiters)
-        .chain([&s.published])
         .chain(&s.pin_waiters)
         .chain(&s.reserved)
         .chain([&t.publish_seq, &t.pin_seq])
@@ -522,11 +644,12 @@ impl<W: Word> Page<W> {
         for word in self.words_after_header() {
             word.store(0, Relaxed);
         }
-        let w = &self.writer;
-        w.owner.store(
+        self.pair().store(
             owner_word(generation_seed.min(MAX_GENERATION), None),
+            0,
             Relaxed,
         );
+        let w = &self.writer;
         w.next_incarnation.store(1, Relaxed);
         w.boot.store(boot, Relaxed);
         let early = plat.mutant(Mutant::MagicPublishedFirst);
@@ -543,6 +666,30 @@ impl<W: Word> Page<W> {
             .store(header_checksum(self.header_words()), Relaxed);
         if !early {
             h.magic.store(MAGIC, Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_codes_round_up_by_at_most_one_part_in_2048() {
+        assert_eq!(lease_code(LEASE_NONE_MS), 0);
+        assert_eq!(lease_code_ms(0), None);
+        for ms in (0..5000)
+            .chain([65_535, 1 << 20, 3_600_000, 86_400_000])
+            .chain([LEASE_NONE_MS - 1, (1 << 31) + 1])
+        {
+            let code = lease_code(ms);
+            assert!(code > 0 && code < 1 << 16, "{ms} ms → code {code}");
+            let back = lease_code_ms(code).unwrap();
+            assert!(back >= ms, "{ms} ms declared, {back} ms judged: earlier");
+            assert!(back - ms <= ms / 2048, "{ms} ms declared, {back} ms judged");
+            if ms < 2048 {
+                assert_eq!(back, ms);
+            }
         }
     }
 }

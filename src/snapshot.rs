@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-/// How the page came to be.
+/// How the page came to be ([`Snapshot::origin`]): initialised on an empty file, or
+/// rewritten by a heal (after which generations restarted from the clock and the published
+/// version from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PageOrigin {
@@ -12,7 +14,11 @@ pub enum PageOrigin {
     Healed,
 }
 
-/// The state of a lock file at one moment.
+/// The state of a lock file at one moment, from [`ShmLock::snapshot`](crate::ShmLock::snapshot)
+/// or the read-only [`inspect`](crate::inspect): the writer, every registered process, the
+/// reader count, the published version and the oldest pin. Plain data, copied from the page;
+/// liveness comes from the kernel's lock table, never from pids. What the `shmlock inspect`
+/// command prints.
 ///
 /// ```
 /// # fn main() -> shmlock::Result<()> {
@@ -63,6 +69,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What a handle in a forked child reports when it can no longer read its file: as
+    /// pessimistic as it gets (version 0 pinned, nothing published, nobody known).
+    pub(crate) fn unknown() -> Snapshot {
+        Snapshot {
+            format_version: 0,
+            supported_version: crate::page::FORMAT_VERSION,
+            created_at: SystemTime::UNIX_EPOCH,
+            origin: PageOrigin::Created,
+            generation: 0,
+            owner: None,
+            takeovers: 0,
+            waiting_claimants: 0,
+            waiting_for_publish: 0,
+            waiting_for_readers: 0,
+            published: 0,
+            oldest_pinned: Some(0),
+            members: Vec::new(),
+            reader_count: 0,
+        }
+    }
+
     /// Members whose process has died and whose entry waits to be reaped.
     pub fn dead_members(&self) -> impl Iterator<Item = &MemberInfo> {
         self.members.iter().filter(|m| !m.alive)
@@ -74,7 +101,9 @@ impl Snapshot {
     }
 }
 
-/// The writer, as the owner word names it.
+/// The writer, as the owner word names it ([`Snapshot::owner`]): its process (alive or
+/// dead), its generation, and its heartbeat and declared lease, which decide when a
+/// claimant may take it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OwnerInfo {
@@ -93,7 +122,9 @@ pub struct OwnerInfo {
     pub lease: Option<Duration>,
 }
 
-/// One registered process.
+/// One process registered in the file's member table ([`Snapshot::members`]): one entry
+/// per process that has the file open (or had, until a reap clears its entry), with its
+/// readers, its oldest pin and its heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemberInfo {
@@ -101,7 +132,8 @@ pub struct MemberInfo {
     pub index: usize,
     /// Its pid as it recorded it (display only: nothing decides liveness from it).
     pub pid: u32,
-    /// Its incarnation token.
+    /// Its incarnation token: changes each time the entry is taken, so a reused entry (or
+    /// pid) is never mistaken for its previous process.
     pub token: u32,
     /// Whether its process is alive (its member lock is held).
     pub alive: bool,
@@ -120,7 +152,9 @@ pub struct MemberInfo {
     pub declared_lease: Option<Duration>,
 }
 
-/// What [`crate::ShmLock::reap`] cleared.
+/// What [`ShmLock::reap`](crate::ShmLock::reap) cleared: every dead member's entry (with the
+/// readers that vanished with it) and, if the dead held it, the writer role. Empty when
+/// nobody had died. Live members are never in it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReapReport {
@@ -139,7 +173,7 @@ impl ReapReport {
     }
 }
 
-/// One member a reap cleared.
+/// One dead process whose member entry a reap cleared ([`ReapReport::members`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReapedMember {

@@ -7,6 +7,11 @@
 //! standard input and answers each on its standard output, so every step is a handshake,
 //! never a sleep. Times cross the processes as `CLOCK_MONOTONIC` nanoseconds.
 
+// Unix only for now: its timing uses CLOCK_MONOTONIC through nix and its peer dies by
+// SIGKILL; on Windows the tokio feature is compile-checked (.ci/run) and the waits it
+// bridges are tested by tests/processes.rs.
+#![cfg(unix)]
+
 use std::future::{poll_fn, Future};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -509,15 +514,20 @@ fn async_waits_time_out_with_the_errors_of_their_blocking_forms() {
     rt.block_on(async {
         let started = Instant::now();
         match lock.claim_writer_async(short).await {
-            Err(Error::WriterBusy { pid, generation }) => {
+            Err(Error::ClaimTimeout {
+                pid,
+                generation,
+                waited,
+            }) => {
                 assert_eq!((pid, generation), (peer.pid(), peer_generation));
+                assert_eq!(waited, short);
             }
             other => panic!("{other:?}"),
         }
         assert!(started.elapsed() >= short);
         assert!(matches!(
             lock.claim_writer_async(Duration::ZERO).await,
-            Err(Error::WriterBusy { .. })
+            Err(Error::ClaimTimeout { .. })
         ));
         let started = Instant::now();
         assert!(matches!(
@@ -565,4 +575,53 @@ fn async_waits_time_out_with_the_errors_of_their_blocking_forms() {
         assert!(cancelled.is_err());
     });
     assert_eq!(lock.snapshot().waiting_for_publish, 0);
+}
+
+/// Not a test of its own: waits (async, then blocking) for its own readers, then reports how
+/// many death watchers this process runs. Does nothing unless `SHMLOCK_ASYNC_OWN_WATCH` is
+/// set.
+#[test]
+fn own_member_wait_process() {
+    let Some(path) = std::env::var_os("SHMLOCK_ASYNC_OWN_WATCH") else {
+        return;
+    };
+    let lock = ShmLock::open(&path).unwrap();
+    let writer = lock.try_claim_writer().unwrap();
+    writer.publish(1).unwrap();
+    let reader = lock.attach_reader().unwrap();
+    writer.publish(2).unwrap();
+    let short = Duration::from_millis(20);
+    let waited = runtime().block_on(writer.wait_readers_past_async(2, short));
+    assert!(matches!(waited, Err(Error::Timeout { .. })), "{waited:?}");
+    let blocking = writer.wait_readers_past(2, short);
+    assert!(
+        matches!(blocking, Err(Error::Timeout { .. })),
+        "{blocking:?}"
+    );
+    let watchers = thread_names()
+        .iter()
+        .filter(|name| name.as_str() == "shmlock-watch")
+        .count();
+    let line = format!("\n{ANSWER}watchers {watchers}\n");
+    // Straight to the descriptor, past the harness's capture of `println!`.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes()).unwrap();
+    drop(reader);
+}
+
+/// Issue 14, item 9: the async form watched its own member (the blocking form did not),
+/// holding a watcher thread until the member unregistered. Both decide in one place now.
+#[test]
+fn the_async_wait_for_readers_starts_no_watcher_on_its_own_member() {
+    let (_dir, path) = lock_file();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["own_member_wait_process", "--exact", "--nocapture"])
+        .env("SHMLOCK_ASYNC_OWN_WATCH", &path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{ANSWER}watchers 0")),
+        "a wait for this process's own readers started a death watcher on its own member: {text}"
+    );
 }

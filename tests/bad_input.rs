@@ -1,6 +1,11 @@
 //! Every bad input of DESIGN.md: a typed error (or a heal, only when alone and the page is
 //! ours), never a panic, never a rewrite of a file that is not ours or that others use.
 
+// Unix only: it sets Unix modes and reads pages with `pread` (std::os::unix); the Windows-
+// relevant bad inputs (a file that is not ours, racing openers) are in tests/processes.rs,
+// which runs under wine.
+#![cfg(unix)]
+
 mod common;
 
 use std::fs;
@@ -96,13 +101,17 @@ fn directories_fifos_devices_and_symlinks_are_refused() {
 }
 
 #[test]
-fn empty_file_is_initialised() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("empty-shm");
-    write(&path, b"");
-    let lock = ShmLock::open(&path).unwrap();
-    assert_eq!(lock.open_state(), OpenState::Created);
-    assert_eq!(fs::metadata(&path).unwrap().len(), PAGE_SIZE as u64);
+fn an_existing_empty_file_is_refused_untouched() {
+    // A shmlock opener never exposes an empty file (it links an initialised page into
+    // place), so an empty file at the path is someone else's.
+    for bytes in [&[][..], &[0; PAGE_SIZE][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty-shm");
+        write(&path, bytes);
+        let err = ShmLock::open(&path).unwrap_err();
+        assert!(is_corrupt(&err), "{} bytes: {err}", bytes.len());
+        assert_eq!(fs::read(&path).unwrap(), bytes, "the file was modified");
+    }
 }
 
 #[test]

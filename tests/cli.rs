@@ -1,6 +1,10 @@
 //! The `shmlock` command-line tool end to end: the built binary against lock files used by
 //! real `shmlock agent` child processes.
 
+// Unix only: it drives `shmlock watch` in a terminal (tmux) and uses Unix modes and signals;
+// `inspect`, `reap` and `demo` were run by hand under wine.
+#![cfg(unix)]
+
 #[allow(dead_code)]
 #[path = "../cli/src/driver.rs"]
 mod driver;
@@ -125,7 +129,7 @@ fn inspect_of_a_data_file_shows_writer_and_readers_in_an_aligned_table() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("format      v2, created "), "{stdout}");
+    assert!(stdout.contains("format      v3, created "), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     let writer_at = lines.iter().position(|l| l.starts_with("writer")).unwrap();
     assert_eq!(
@@ -257,8 +261,8 @@ fn inspect_json_schema_2_reports_every_documented_field() {
     assert_eq!(v["schema"], 2);
     assert_eq!(v["path"], arg(&p.shm));
     assert_eq!(v["data_path"], Value::Null, "named by its lock file");
-    assert_eq!(v["format_version"], 2);
-    assert_eq!(v["supported_version"], 2);
+    assert_eq!(v["format_version"], 3);
+    assert_eq!(v["supported_version"], 3);
     assert_eq!(v["origin"], "created");
     let created = v["created_unix_ms"].as_u64().unwrap();
     let started_ms = p.started.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -1085,9 +1089,9 @@ fn watch_lists_a_death_before_the_takeover_it_made_possible() {
         [
             format!("writer pid {first_pid} (member {first_index}) died and was cleared"),
             format!(
-                "TAKEOVER by pid {} from pid {first_pid}: generation {}",
-                claimant.pid,
-                generation + 1
+                "TAKEOVER: generation {} by pid {} from pid {first_pid}",
+                generation + 1,
+                claimant.pid
             ),
         ]
     );
@@ -1251,4 +1255,222 @@ fn watch_uses_the_width_of_a_200_column_terminal() {
     tmux.wait_for("watch ending on Ctrl-C", |screen| {
         screen.iter().any(|l| l == "watch ended with status 0")
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 18: a new user's first day (items 8-10).
+
+/// The demo's own title names its lock file, in its temporary directory.
+fn demo_dir_of(title: &str) -> PathBuf {
+    let shm = title
+        .rsplit(' ')
+        .next()
+        .unwrap_or_else(|| panic!("no path in the title {title:?}"));
+    Path::new(shm).parent().unwrap().to_path_buf()
+}
+
+/// SIGTERM, or Ctrl-C (SIGINT to the terminal's whole process group, the demo's agents
+/// included), in the middle of `shmlock demo`: it dies of that signal, without a panic
+/// message, with its child processes killed and its temporary directory removed.
+#[test]
+fn an_interrupted_demo_kills_its_children_and_removes_its_directory() {
+    use std::io::Read;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    for (stop, whole_group) in [(Signal::SIGTERM, false), (Signal::SIGINT, true)] {
+        let mut demo = Command::new(EXE)
+            .args(["demo", "--color", "never"])
+            .process_group(0) // its own group, as a shell job gets
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the demo");
+        let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        let title = lines.next().unwrap().unwrap();
+        let dir = demo_dir_of(&title);
+        assert!(dir.is_dir(), "{title}");
+        // Read up to the claimant's wait: the writer, 3 readers and the claimant are alive.
+        let mut children = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(" opened the lock file: ") {
+                children.push(
+                    line.split_whitespace()
+                        .nth(2)
+                        .unwrap()
+                        .parse::<i32>()
+                        .unwrap(),
+                );
+            }
+            if line.contains("claim_writer(10 s): asleep") {
+                break;
+            }
+        }
+        assert_eq!(children.len(), 5, "{stop}: writer, 3 readers, claimant");
+        let pid = Pid::from_raw(demo.id() as i32);
+        if whole_group {
+            nix::sys::signal::killpg(pid, stop).unwrap();
+        } else {
+            kill(pid, stop).unwrap();
+        }
+        let mut stderr = String::new();
+        demo.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = demo.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(stop as i32),
+            "{stop}: {status:?} {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stop}: {stderr}");
+        assert!(!dir.exists(), "{stop}: {} was left behind", dir.display());
+        // Killed and reaped before the demo died; give init a moment for any stragglers.
+        let deadline = Instant::now() + driver::ANSWER_TIMEOUT;
+        for pid in children {
+            while kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{stop}: child {pid} outlived the demo"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[test]
+fn demo_dir_on_an_existing_file_is_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = shmlock(&["demo", "--dir", arg(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("exists and is not a directory"), "{stderr}");
+    assert!(!stderr.contains("os error"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// Under `cargo run` the demo process began as cargo, which execs it: its row must say
+/// when the demo started, not when the exec'ing process did.
+#[test]
+fn the_demo_process_shows_when_the_demo_started() {
+    let out = Command::new("sh")
+        .args(["-c", &format!("sleep 2; exec '{EXE}' demo --color never")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let me = out_pid_of_demo(&stdout).to_string();
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(me.as_str()))
+        .collect();
+    assert!(!rows.is_empty(), "{stdout}");
+    for row in rows {
+        assert!(row.contains("<1 s ago"), "{row}");
+    }
+}
+
+/// "1 live member remains"; the reap hint names the binary as it was run when `shmlock` on
+/// PATH is not it (here: never, the tests run target/…/shmlock by its path).
+#[test]
+fn reap_speaks_in_the_singular_and_the_hint_names_the_binary_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join("one-shm");
+    let (_alive, _) = open_agent(&shm);
+    let (victim, _) = open_agent(&shm);
+    victim.kill();
+    let out = Command::new(EXE)
+        .args(["inspect", arg(&shm)])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("\n  {EXE} reap {}\n", shm.display())),
+        "{stdout}"
+    );
+    let out = shmlock(&["reap", arg(&shm)]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\n1 live member remains: "), "{stdout}");
+}
+
+/// Every subcommand's --help says what --color does in one entry, not an 8-line block.
+#[test]
+fn the_color_option_is_one_line_in_every_help() {
+    for command in ["inspect", "watch", "reap", "demo"] {
+        let out = shmlock(&[command, "--help"]);
+        let help = text(&out.stdout);
+        let color = help
+            .lines()
+            .filter(|l| l.contains("--color") || l.contains("NO_COLOR"))
+            .count();
+        assert_eq!(color, 1, "{command} --help:\n{help}");
+        assert!(!help.contains("Possible values"), "{command}:\n{help}");
+    }
+}
+
+/// At 60 columns, `inspect` on a terminal fits every line (the member table drops columns
+/// instead of wrapping) and `watch` never cuts the generation, on the writer line or in a
+/// takeover event: the token is the one number an operator copies.
+#[test]
+fn a_60_column_terminal_never_cuts_the_generation() {
+    let s = scene();
+    let Some(tmux) = Tmux::start(
+        60,
+        40,
+        &format!(
+            "'{EXE}' inspect '{}'; echo inspect ended; sleep 600",
+            arg(&s.data)
+        ),
+    ) else {
+        return;
+    };
+    let screen = tmux.wait_for("inspect", |screen| {
+        screen.iter().any(|l| l == "inspect ended")
+    });
+    let all = screen.join("\n");
+    assert!(screen.iter().all(|l| l.chars().count() <= 60), "{all}");
+    assert!(
+        all.contains(&format!("generation {}", s.generation)),
+        "{all}"
+    );
+    assert!(
+        all.contains("MEMBER") && all.contains("OLDEST PIN"),
+        "{all}"
+    );
+    drop(tmux);
+
+    // watch at 60 x 14, then a takeover: the writer line and the event keep the whole
+    // token.
+    let (mut claimant, _) = open_agent(&s.shm);
+    let Some(tmux) = Tmux::start(60, 14, &watch_command(&s.data)) else {
+        return;
+    };
+    let token = format!("generation {}", s.generation);
+    tmux.wait_for("the writer's whole token", |screen| {
+        screen
+            .iter()
+            .any(|l| l.starts_with("writer ") && l.ends_with(&token))
+    });
+    let writer = s.writer;
+    writer.0.kill();
+    let next = claimant.ok("claim 10000")[0].clone();
+    let token = format!("generation {next}");
+    let screen = tmux.wait_for("the takeover with its whole token", |screen| {
+        screen
+            .iter()
+            .any(|l| l.contains("TAKEOVER") && l.contains(&token))
+            && screen
+                .iter()
+                .any(|l| l.starts_with("writer ") && l.ends_with(&token))
+    });
+    assert!(
+        screen.iter().all(|l| l.chars().count() <= 60),
+        "{}",
+        screen.join("\n")
+    );
 }

@@ -2,6 +2,10 @@
 //! alone. In its own test binary: the child runs only code that neither allocates nor
 //! takes locks before `_exit`.
 
+// Unix only: Windows has no fork(), so there is no forked handle to refuse (the Windows
+// kernel file has no fork hook).
+#![cfg(unix)]
+
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use shmlock::{Error, ShmLock};

@@ -2,6 +2,9 @@
 //! and the first hour of a new user), each named after the failure it pins. Real `shmlock
 //! agent` processes, SIGKILL and SIGSTOP; every wait is on a condition, with a bound.
 
+// Unix only: its attacks use fork, signals, `pread` and POSIX modes.
+#![cfg(unix)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -339,7 +342,7 @@ fn a_claimant_lease_of_zero_cannot_depose_a_healthy_owner() {
             );
         }
         let busy = claimant.ask("claim 200");
-        assert!(busy.starts_with("err busy"), "{busy}");
+        assert!(busy.starts_with("err timeout"), "{busy}");
         let snap = shmlock::inspect(&path).unwrap().unwrap();
         let o = snap.owner.expect("an owner");
         assert_eq!((o.pid, o.alive), (owner.pid, true));
@@ -523,7 +526,7 @@ fn leases_are_judged_on_one_clock_across_time_namespaces() {
         assert!(busy.starts_with("err busy"), "attempt {attempt}: {busy}");
     }
     let busy = inside.ask("claim 600");
-    assert!(busy.starts_with("err busy"), "{busy}");
+    assert!(busy.starts_with("err timeout"), "{busy}");
     assert_eq!(outside.ok("is_current"), ["true"]);
     outside.ok("release");
 
@@ -640,5 +643,87 @@ fn provisioning_off_is_its_own_error() {
         ShmLock::provision(&data).unwrap().open_state(),
         OpenState::Created
     );
+    shmlock::set_provisioning_enabled(false);
+}
+
+/// `provision_with` opens the lock file once with the caller's options (the lease, the
+/// generation floor and an explicit mode apply); a missing data file is `NotFound` with a
+/// sentence (`Error::NoDataFile`), and nothing is created.
+#[test]
+fn provision_with_applies_its_options_and_a_missing_data_file_is_not_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let _turn = PROVISIONING.lock().unwrap_or_else(|e| e.into_inner());
+    shmlock::set_provisioning_enabled(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("app.db");
+    let options = Options::new()
+        .lease(Duration::from_millis(300))
+        .generation_floor(1_000_000);
+    let missing = ShmLock::provision_with(&data, &options).unwrap_err();
+    assert_eq!(missing.kind(), shmlock::ErrorKind::NotFound);
+    assert!(
+        matches!(&missing, Error::NoDataFile { path } if path == &data),
+        "{missing:?}"
+    );
+    let text = missing.to_string();
+    assert!(text.contains("no such data file"), "{text}");
+    assert!(!text.contains("stat"), "{text}");
+    assert!(tree(dir.path()).is_empty(), "something was created");
+
+    std::fs::write(&data, b"").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let lock = ShmLock::provision_with(&data, &options).unwrap();
+    assert_eq!(lock.path(), shmlock::shm_path_for(&data));
+    let mode = std::fs::metadata(lock.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the data file's mode");
+    let writer = lock.try_claim_writer().unwrap();
+    assert!(writer.generation() > 1_000_000, "the floor applied");
+    // The lease applied: a silent owner is taken over by another process after 300 ms.
+    let (mut claimant, _) = open_agent(lock.path(), None);
+    let taken = claimant.ok("claim 5000");
+    assert!(taken[0].parse::<u64>().unwrap() > writer.generation());
+    assert!(matches!(writer.heartbeat(), Err(Error::Deposed { .. })));
+    drop((writer, lock));
+
+    // An explicit mode wins over the data file's.
+    let other = dir.path().join("other.db");
+    std::fs::write(&other, b"").unwrap();
+    let lock = ShmLock::provision_with(&other, &Options::new().mode(0o660)).unwrap();
+    let mode = std::fs::metadata(lock.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    shmlock::set_provisioning_enabled(false);
+}
+
+/// `inspect` follows the CLI's rule: a data file names the lock file beside it, a lock file
+/// (by name or by magic) names itself; a data file without a lock file is `Ok(None)`, and
+/// nothing is created.
+#[test]
+fn inspect_of_a_data_file_reads_its_lock_file() {
+    let _turn = PROVISIONING.lock().unwrap_or_else(|e| e.into_inner());
+    shmlock::set_provisioning_enabled(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("app.db");
+    std::fs::write(&data, b"the engine's data").unwrap();
+    assert_eq!(shmlock::inspect(&data).unwrap(), None);
+    assert!(!shmlock::shm_path_for(&data).exists(), "inspect created it");
+    let lock = ShmLock::provision(&data).unwrap();
+    let writer = lock.try_claim_writer().unwrap();
+    let _reader = lock.attach_reader().unwrap();
+    let by_data = shmlock::inspect(&data).unwrap().expect("app.db-shm");
+    assert_eq!(
+        by_data.owner.map(|o| o.generation),
+        Some(writer.generation())
+    );
+    assert_eq!(by_data.reader_count, 1);
+    assert_eq!(shmlock::resolve_lock_path(&data), lock.path());
+    assert_eq!(shmlock::resolve_lock_path(lock.path()), lock.path());
+    let renamed = dir.path().join("copied-page.bin");
+    std::fs::copy(lock.path(), &renamed).unwrap();
+    assert_eq!(shmlock::resolve_lock_path(&renamed), renamed);
+    // A directory names itself, so the error says what it is.
+    assert!(matches!(
+        shmlock::inspect(dir.path()),
+        Err(Error::NotARegularFile { .. })
+    ));
     shmlock::set_provisioning_enabled(false);
 }

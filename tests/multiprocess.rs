@@ -1,5 +1,9 @@
 //! The core guarantees, with real processes (`shmlock agent` children), SIGKILL and SIGSTOP.
 
+// Unix only: it stops and resumes agents with SIGSTOP/SIGCONT; the kills, counts and
+// takeovers it checks run portably in tests/processes.rs, under wine too.
+#![cfg(unix)]
+
 mod common;
 
 use std::time::Duration;
@@ -242,10 +246,32 @@ fn claim_writer_times_out_on_a_live_owner() {
     let start = std::time::Instant::now();
     let err = lock.claim_writer(Duration::from_millis(100)).unwrap_err();
     assert!(start.elapsed() >= Duration::from_millis(100));
+    // A time-out, recognisable as one, that still names the owner; its sentence does not
+    // tell the caller to do what it just did.
+    assert_eq!(err.kind(), shmlock::ErrorKind::Timeout);
+    let text = err.to_string();
+    assert!(!text.contains("claim_writer(timeout)"), "{text}");
+    assert!(text.contains("timed out after 100 ms"), "{text}");
     match err {
-        shmlock::Error::WriterBusy { pid, .. } => assert_eq!(pid, owner.pid),
-        other => panic!("expected WriterBusy, got {other}"),
+        shmlock::Error::ClaimTimeout {
+            pid,
+            generation,
+            waited,
+        } => {
+            assert_eq!(pid, owner.pid);
+            assert_eq!(
+                Some(generation),
+                lock.snapshot().owner.map(|o| o.generation)
+            );
+            assert_eq!(waited, Duration::from_millis(100));
+        }
+        other => panic!("expected ClaimTimeout, got {other}"),
     }
+    // Not waiting is no time-out: the owner is busy.
+    assert_eq!(
+        lock.try_claim_writer().unwrap_err().kind(),
+        shmlock::ErrorKind::WriterBusy
+    );
 }
 
 #[test]
@@ -296,4 +322,42 @@ fn an_owner_that_never_heartbeats_is_deposed_by_a_waiting_lease_claimant_only() 
     owner.signal(Signal::SIGCONT);
     assert_eq!(owner.ok("is_current"), ["false"]);
     assert!(owner.ask("heartbeat").starts_with("err deposed"));
+}
+
+/// `reclaimable_below` answers for every process: a pin held by a reader process keeps it
+/// down, the reader's death frees it (nobody reaps), and a writer deposed by another
+/// process's takeover gets `Deposed` rather than a bound to reclaim by.
+#[test]
+fn reclaimable_below_follows_pins_in_other_processes_and_refuses_a_deposed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reclaim-shm");
+    let lock = ShmLock::open_with(
+        &path,
+        &shmlock::Options::new().lease(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let writer = lock.try_claim_writer().unwrap();
+    writer.publish(5).unwrap();
+    let (mut reader, _) = open_agent(&path, None);
+    assert_eq!(reader.ok("attach"), ["1", "5"]);
+    writer.publish(9).unwrap();
+    assert_eq!(writer.reclaimable_below().unwrap(), 5);
+    reader.kill();
+    // The death is reported by this process's death watcher on the reader (format 3's
+    // `oldest_pinned` trusts it instead of asking the kernel; until it runs, the dead pin
+    // may still count: lower, never higher). A waiting writer is woken by it.
+    writer
+        .wait_readers_past(9, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(writer.reclaimable_below().unwrap(), 9);
+
+    // Silent past its lease: another process takes over; this guard must reclaim nothing.
+    let (mut successor, _) = open_agent(&path, None);
+    successor.ok("claim 5000");
+    match writer.reclaimable_below() {
+        Err(shmlock::Error::Deposed { generation }) => {
+            assert_eq!(generation, writer.generation())
+        }
+        other => panic!("a deposed writer got {other:?}"),
+    }
 }

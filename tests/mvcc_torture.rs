@@ -32,6 +32,11 @@
 //! varies). `a_writer_that_ignores_pins_is_caught` runs the same harness with a writer that
 //! skips the pin check and requires the witness to report reclaimed or torn reads.
 
+// Unix only for now: its harness reads its witness with `pread` and tells a SIGKILL from a
+// panic by the exit signal; the portable kill/takeover/pin tests are tests/processes.rs,
+// which runs on Windows (under wine) too.
+#![cfg(unix)]
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -260,7 +265,7 @@ fn run_writer(data: &Path, seed: u64, broken: bool, log: &Log) {
     let guard = loop {
         match lock.claim_writer(Duration::from_secs(1)) {
             Ok(guard) => break guard,
-            Err(Error::WriterBusy { .. } | Error::Timeout { .. }) => continue,
+            Err(Error::ClaimTimeout { .. }) => continue,
             Err(e) => return log.fail(&format!("claim_writer: {e}")),
         }
     };

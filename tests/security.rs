@@ -1,6 +1,11 @@
 //! Security: file modes, `O_NOFOLLOW`, non-regular files, a file the caller cannot write,
 //! and a hostile writer scribbling on a live page (see the threat model in RELIABILITY.md).
 
+// Unix only: file modes, `O_NOFOLLOW`, FIFOs, devices and read-only mounts are Unix notions;
+// Windows refuses reparse points, UNC and device paths (src/sys/windows.rs's tests, under
+// wine).
+#![cfg(unix)]
+
 #[path = "../cli/src/driver.rs"]
 #[allow(dead_code)]
 mod driver;
@@ -233,6 +238,57 @@ fn a_file_the_caller_cannot_write_can_be_inspected_but_not_joined() {
     );
     assert!(!missing.exists());
     drop((writer, reader));
+}
+
+/// Provisioning needs write permission on the data file (issue 18, item 5): a process
+/// that may only read `app.db` does not create `app.db-shm` (it would own it, and the
+/// writer could not open it), even in a directory it may write; its error says so and
+/// does not point at `inspect` for a file that does not exist. Once a process that may
+/// write the data has provisioned it, with a mode that lets the reader write the lock
+/// file, the read-only process joins it.
+#[test]
+fn a_process_that_may_only_read_the_data_file_does_not_provision_its_lock_file() {
+    if let Err(reason) = setpriv_works() {
+        println!("SKIPPED read-only provisioning: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data = dir.path().join("app.db");
+    std::fs::write(&data, b"the engine's data").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let wrapper = dir.path().join("as-nobody");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {EXE} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shm = shmlock::shm_path_for(&data);
+
+    let mut nobody = Agent::spawn(&wrapper, &data).unwrap();
+    let refused = nobody.ask("provision");
+    assert!(
+        refused.starts_with("err provision_not_permitted"),
+        "{refused}"
+    );
+    assert!(refused.contains("may not write"), "{refused}");
+    assert!(!refused.contains("inspect"), "{refused}");
+    assert!(!shm.exists(), "a read-only process created the lock file");
+
+    // The writer provisions it, giving its readers write permission on the lock file.
+    shmlock::set_provisioning_enabled(true);
+    let owner = ShmLock::provision_with(&data, &Options::new().mode(0o666)).unwrap();
+    let writer = owner.try_claim_writer().unwrap();
+    writer.publish(3).unwrap();
+    let mut nobody = Agent::spawn(&wrapper, &data).unwrap();
+    let joined = nobody.ask("provision");
+    assert!(joined.starts_with("ok Joined"), "{joined}");
+    assert_eq!(nobody.ok("attach"), ["1", "3"]);
+    assert_eq!(owner.snapshot().reader_count, 1);
+    drop(writer);
 }
 
 /// A hostile process that can write the file scribbles random and adversarial values over

@@ -7,6 +7,7 @@
 //! | command | answer |
 //! |---|---|
 //! | `open [LEASE_MS] [lease=MS] [floor=F]` | `ok <open-state> <member-index> <pid>` (the lease is declared with this handle's claims; claims get generations above F) |
+//! | `provision [lease=MS]` | as `open`, through `ShmLock::provision_with` with provisioning on: PATH is the data file |
 //! | `try_claim` | `ok <generation>` |
 //! | `claim <TIMEOUT_MS>` | `ok <generation> <boottime-ns-when-claimed>` |
 //! | `spawn_claim <TIMEOUT_MS>` | `ok` (a thread runs `claim`; the agent keeps serving commands) |
@@ -55,10 +56,22 @@ use std::time::Duration;
 use shmlock::{Error, Options, ReaderGuard, ShmLock, WriterGuard};
 
 /// Nanoseconds of CLOCK_BOOTTIME, the clock the library's heartbeats use.
+#[cfg(unix)]
 pub fn boottime_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .expect("CLOCK_BOOTTIME exists on Linux");
+    #[cfg(target_os = "linux")]
+    let clock = nix::time::ClockId::CLOCK_BOOTTIME;
+    #[cfg(not(target_os = "linux"))]
+    let clock = nix::time::ClockId::CLOCK_MONOTONIC;
+    let ts = nix::time::clock_gettime(clock).expect("the boot clock exists");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// Nanoseconds since boot (GetTickCount64), the clock the library's heartbeats use.
+#[cfg(windows)]
+pub fn boottime_ns() -> u64 {
+    // SAFETY: no preconditions.
+    let ms = unsafe { windows_sys::Win32::System::SystemInformation::GetTickCount64() };
+    ms * 1_000_000
 }
 
 fn error_kind(e: &Error) -> &'static str {
@@ -68,8 +81,10 @@ fn error_kind(e: &Error) -> &'static str {
         Error::AlreadyWriter => "already_writer",
         Error::VersionNotIncreasing { .. } => "version_not_increasing",
         Error::VersionTooLarge { .. } => "version_too_large",
-        Error::Timeout { .. } => "timeout",
+        Error::Timeout { .. } | Error::ClaimTimeout { .. } => "timeout",
         Error::ProvisioningDisabled { .. } => "provisioning_disabled",
+        Error::ProvisionNotPermitted { .. } => "provision_not_permitted",
+        Error::NoDataFile { .. } => "no_data_file",
         Error::DataPathIsLockFile { .. } => "data_path_is_lock_file",
         Error::TooManyReaders { .. } => "too_many_readers",
         Error::TooManyProcesses { .. } => "too_many_processes",
@@ -124,7 +139,9 @@ struct State {
     beat_loops: Vec<Arc<Beats>>,
     spawned_claim: Option<JoinHandle<Result<(WriterGuard, u64), String>>>,
     readers: Vec<ReaderGuard>,
+    #[cfg(unix)]
     children: Vec<nix::unistd::Pid>,
+    #[cfg(unix)]
     reliability: torture::Commands,
 }
 
@@ -158,7 +175,7 @@ impl State {
                 .ok_or_else(|| format!("err usage {cmd} needs a number"))
         };
         match cmd {
-            "open" => {
+            "open" | "provision" => {
                 let mut options = Options::new();
                 for word in words {
                     let (key, value) = word.split_once('=').unwrap_or(("lease", word));
@@ -169,7 +186,13 @@ impl State {
                         _ => return Err(format!("err usage open: unknown option {key:?}")),
                     };
                 }
-                let lock = ShmLock::open_with(&self.path, &options).map_err(fail)?;
+                let lock = if cmd == "provision" {
+                    shmlock::set_provisioning_enabled(true);
+                    ShmLock::provision_with(&self.path, &options)
+                } else {
+                    ShmLock::open_with(&self.path, &options)
+                }
+                .map_err(fail)?;
                 let answer = format!(
                     "ok {:?} {} {}",
                     lock.open_state(),
@@ -353,11 +376,13 @@ impl State {
                 ))
             }
             "now" => Ok(format!("ok {}", boottime_ns())),
+            #[cfg(unix)]
             "fork_child" => {
                 let child = fork_sleeper().map_err(|e| format!("err io fork: {e}"))?;
                 self.children.push(child);
                 Ok(format!("ok {child}"))
             }
+            #[cfg(unix)]
             "kill_child" => {
                 let pid = nix::unistd::Pid::from_raw(arg(words.next())? as i32);
                 let at = self
@@ -370,13 +395,43 @@ impl State {
                 nix::sys::wait::waitpid(pid, None).map_err(|e| format!("err io waitpid: {e}"))?;
                 Ok("ok".into())
             }
+            "close" => {
+                self.heartbeating.store(false, Ordering::SeqCst);
+                if let Some(beating) = self.heartbeat_thread.take() {
+                    let _ = beating.join();
+                }
+                self.writer = None;
+                self.readers.clear();
+                self.lock = None;
+                Ok("ok".into())
+            }
+            "inspect" => Ok(match shmlock::inspect(&self.path).map_err(fail)? {
+                None => "ok none".into(),
+                Some(s) => {
+                    let (owner, alive) = match &s.owner {
+                        Some(o) => (o.pid.to_string(), o.alive),
+                        None => ("-".into(), false),
+                    };
+                    format!(
+                        "ok owner={owner} alive={alive} generation={} readers={} members={}",
+                        s.generation,
+                        s.reader_count,
+                        s.members.len()
+                    )
+                }
+            }),
             "watchers" => Ok(format!("ok {}", WATCHERS_STARTED.load(Ordering::SeqCst))),
             "exit" => std::process::exit(0),
+            #[cfg(unix)]
             _ => torture::run(self, cmd, words),
+            // The reliability commands (fork, POSIX-lock witnesses) are Unix-only.
+            #[cfg(not(unix))]
+            _ => Err(format!("err unknown_command {cmd}")),
         }
     }
 }
 
+#[cfg(unix)]
 /// Fork a child that runs no Rust after the fork: it points its standard streams at
 /// /dev/null (so the driver's pipes see end-of-file when the agent dies) and sleeps in
 /// `pause()` until it is killed — a pre-fork worker that never execs. Returns once the
@@ -422,6 +477,10 @@ fn fork_sleeper() -> nix::Result<nix::unistd::Pid> {
 
 /// Serve commands from stdin until `exit` or end of input.
 pub fn run(path: PathBuf) -> i32 {
+    // A demo that handles its own signals blocks them before it starts us, and the mask is
+    // inherited: an agent dies of Ctrl-C and SIGTERM as any process does.
+    #[cfg(unix)]
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     if log::set_logger(&WatcherCounter).is_ok() {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -435,7 +494,9 @@ pub fn run(path: PathBuf) -> i32 {
         beat_loops: Vec::new(),
         spawned_claim: None,
         readers: Vec::new(),
+        #[cfg(unix)]
         children: Vec::new(),
+        #[cfg(unix)]
         reliability: torture::Commands::default(),
     };
     let stdin = std::io::stdin();
@@ -450,6 +511,7 @@ pub fn run(path: PathBuf) -> i32 {
             break;
         }
     }
+    #[cfg(unix)]
     for child in state.children.drain(..) {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
@@ -492,13 +554,13 @@ pub fn run(path: PathBuf) -> i32 {
 /// before the final `fput` of the lock file that drops the process's OFD member lock. So a
 /// claimant that legitimately took over a dead owner never finds the dead owner's witness
 /// lock still held.
+#[cfg(unix)]
 mod torture {
     use std::fs::{File, OpenOptions};
     use std::io::Write;
     use std::os::fd::AsFd;
     use std::path::PathBuf;
     use std::str::SplitWhitespace;
-    use std::sync::atomic::Ordering;
     use std::sync::{mpsc, Arc};
     use std::thread::JoinHandle;
     use std::time::Duration;
@@ -544,31 +606,6 @@ mod torture {
 
     pub fn run(state: &mut State, cmd: &str, mut words: SplitWhitespace) -> Result<String, String> {
         match cmd {
-            "close" => {
-                state.heartbeating.store(false, Ordering::SeqCst);
-                if let Some(beating) = state.heartbeat_thread.take() {
-                    let _ = beating.join();
-                }
-                state.writer = None;
-                state.readers.clear();
-                state.lock = None;
-                Ok("ok".into())
-            }
-            "inspect" => Ok(match shmlock::inspect(&state.path).map_err(fail)? {
-                None => "ok none".into(),
-                Some(s) => {
-                    let (owner, alive) = match &s.owner {
-                        Some(o) => (o.pid.to_string(), o.alive),
-                        None => ("-".into(), false),
-                    };
-                    format!(
-                        "ok owner={owner} alive={alive} generation={} readers={} members={}",
-                        s.generation,
-                        s.reader_count,
-                        s.members.len()
-                    )
-                }
-            }),
             "race_arm" => {
                 let gate = path_arg(words.next(), cmd)?;
                 let path = path_arg(words.next(), cmd)?;
@@ -812,7 +849,7 @@ mod torture {
                     };
                     match claimed {
                         Ok(guard) => self.begin(guard),
-                        Err(Error::WriterBusy { .. }) => {}
+                        Err(Error::WriterBusy { .. } | Error::ClaimTimeout { .. }) => {}
                         Err(e) => self.error("claim", e),
                     }
                 }

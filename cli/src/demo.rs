@@ -18,6 +18,13 @@ use std::io::{StdoutLock, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(unix)]
+use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+use parking_lot::Mutex;
+
 use shmlock::{OpenState, ShmLock};
 
 use crate::agent::boottime_ns;
@@ -30,6 +37,107 @@ use crate::{Failure, Target};
 /// one, two readers in part two. With the demo process itself, that is `PROCESSES`.
 const CHILDREN: usize = 7;
 const PROCESSES: usize = CHILDREN + 1;
+
+/// The demo's child processes, for the signal thread to kill: every spawn registers here.
+/// `None` once the signal thread has taken the list (the demo is ending).
+static CHILD_PIDS: Mutex<Option<Vec<u32>>> = Mutex::new(Some(Vec::new()));
+
+/// Register a child, or kill it at once if the demo is already ending on a signal.
+fn register_child(pid: u32) {
+    let mut pids = CHILD_PIDS.lock();
+    match pids.as_mut() {
+        Some(pids) => pids.push(pid),
+        #[cfg(unix)]
+        None => {
+            let _ = signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        // No signal thread on Windows: the list is never taken.
+        #[cfg(not(unix))]
+        None => {}
+    }
+}
+
+/// Set by the signal thread as soon as a stop signal arrives.
+#[cfg(unix)]
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C, SIGTERM or SIGHUP during the demo: kill its child processes, remove its
+/// temporary directory (`remove`, unless `--dir` keeps the files), then die of the same
+/// signal. The signals are blocked in every thread of the demo (before any other thread
+/// exists: the mask is inherited) and taken by one thread in `sigwait`, so the cleanup
+/// runs in a normal thread, not in a signal handler. The agents unblock them at start.
+///
+/// Meanwhile the story's thread may find an agent gone (Ctrl-C at a terminal signals the
+/// agents too, and the cleanup kills them) and panic: a panic hook parks that thread
+/// instead, without a message, when a stop signal arrived, so the cleanup ends the
+/// process rather than a panic (or its unwinding) racing it.
+#[cfg(unix)]
+fn handle_signals(remove: Option<PathBuf>) -> Result<(), Failure> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        park_if_stopping();
+        default_hook(info)
+    }));
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| format!("cannot block the stop signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("demo-signals".into())
+        .spawn(move || {
+            let Ok(received) = set.wait() else { return };
+            STOPPING.store(true, Ordering::SeqCst);
+            for pid in CHILD_PIDS.lock().take().unwrap_or_default() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+            if let Some(dir) = &remove {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            // Die of the signal, as the shell expects (status 128 + n).
+            // SAFETY: restoring the default disposition installs no handler.
+            let _ = unsafe { signal::signal(received, SigHandler::SigDfl) };
+            let mut only = SigSet::empty();
+            only.add(received);
+            let _ = only.thread_unblock();
+            let _ = signal::raise(received);
+            std::process::exit(128 + received as i32);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// On Windows, Ctrl-C reaches every process of the console, the demo's agents included, and
+/// ends them; the temporary directory may be left behind.
+#[cfg(not(unix))]
+fn handle_signals(_remove: Option<PathBuf>) -> Result<(), Failure> {
+    Ok(())
+}
+
+#[cfg(unix)]
+/// When a stop signal arrived, park the calling thread for good: the signal thread is
+/// cleaning up and ends the process. The signal thread sets STOPPING right after its
+/// sigwait, before it kills or removes anything; a story thread that failed because an
+/// agent died of the terminal's Ctrl-C (sent to the whole group) may get there first, so
+/// it gives the signal thread a moment. Returns when no stop signal arrived.
+fn park_if_stopping() {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        if STOPPING.load(Ordering::SeqCst) {
+            loop {
+                std::thread::park();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// No stop signals on Windows (see `handle_signals`): nothing to wait for.
+#[cfg(not(unix))]
+fn park_if_stopping() {}
 
 /// The narrator: numbered steps stamped with the time since the demo started.
 struct Story {
@@ -65,8 +173,14 @@ impl Story {
     }
 
     fn show(&mut self, title: &str) -> Result<shmlock::Snapshot, Failure> {
-        let snap = shmlock::inspect(&self.target.lock)?
+        let mut snap = shmlock::inspect(&self.target.lock)?
             .ok_or_else(|| "the lock file vanished".to_string())?;
+        // Under `cargo run` this process began as cargo (which execs the program, keeping
+        // its pid and start time): its own row says when the demo started instead.
+        let me = std::process::id();
+        for m in snap.members.iter_mut().filter(|m| m.pid == me) {
+            m.process_age = m.process_age.min(self.started.elapsed());
+        }
         let heading = format!(
             "\n      {}",
             self.paint.dim(&format!("-- shmlock inspect: {title} --"))
@@ -88,6 +202,7 @@ impl Story {
     fn spawn(&mut self, exe: &Path, role: &str) -> Result<Agent, Failure> {
         let mut agent = Agent::spawn(exe, &self.target.lock)
             .map_err(|e| format!("cannot start a {role} process: {e}"))?;
+        register_child(agent.pid);
         let open = agent.ok("open");
         self.say(&format!(
             "{role:<8} pid {:<7} opened the lock file: {} (member {})",
@@ -108,12 +223,22 @@ fn open_words(state: &str) -> &'static str {
         "RecoveredFromCrash" => "recovered it after a crash",
         "HealedCorruptHeader" => "healed a damaged page",
         "RecoveredAfterReboot" => "recovered it after a reboot",
+        "UpgradedFormat" => "upgraded it from the previous format",
         _ => "opened it",
     }
 }
 
 fn open_state_words(state: OpenState) -> &'static str {
     open_words(&format!("{state:?}"))
+}
+
+/// An I/O error in words, without its "(os error N)".
+fn words(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 /// What an agent answered after `err <kind> `: the library's own sentence.
@@ -142,13 +267,37 @@ fn wait_for_page(
 }
 
 /// Run the demonstration in `dir` (or a fresh temporary directory, removed afterwards).
+///
+/// A story that fails while a stop signal is being handled (its lock file or an agent
+/// vanished under the cleanup) does not report that failure: the process dies of the
+/// signal instead, as the shell expects.
 pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
+    let result = run_story(dir);
+    if result.is_err() {
+        park_if_stopping();
+    }
+    result
+}
+
+fn run_story(dir: Option<PathBuf>) -> Result<(), Failure> {
     let temp;
     let kept = dir.is_some();
     let dir = match dir {
         Some(d) => {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
+            if std::fs::metadata(&d).is_ok_and(|m| !m.is_dir()) {
+                return Err(format!(
+                    "{}: exists and is not a directory; give --dir a directory (it is created if missing)",
+                    d.display()
+                )
+                .into());
+            }
+            std::fs::create_dir_all(&d).map_err(|e| {
+                format!(
+                    "{}: cannot create the directory: {}",
+                    d.display(),
+                    words(&e)
+                )
+            })?;
             d
         }
         None => {
@@ -159,6 +308,8 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
             temp.path().to_path_buf()
         }
     };
+    // Before any thread or child exists, so that every one inherits the blocked signals.
+    handle_signals((!kept).then(|| dir.clone()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let data = dir.join("app.db");
     std::fs::write(&data, b"pretend database\n")
@@ -198,8 +349,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), Failure> {
 
     if kept {
         story.line(&format!(
-            "\nThe files are kept in {}: try `shmlock inspect {}`.",
+            "\nThe files are kept in {}: try `{} inspect {}`.",
             dir.display(),
+            render::invoked_as(),
             data.display()
         ))?;
     }

@@ -7,7 +7,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
+#[cfg(unix)]
 use nix::sys::signal::{kill, Signal};
+#[cfg(unix)]
 use nix::unistd::Pid;
 
 /// How long any single answer may take before the driver gives up on the agent.
@@ -108,13 +110,15 @@ impl Agent {
     }
 
     /// Send a signal.
+    #[cfg(unix)]
+    #[allow(dead_code)] // the tests use it; the demo does not
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.pid as i32), signal).expect("signal agent");
     }
 
-    /// SIGKILL the agent and reap it.
+    /// Kill the agent hard (SIGKILL; TerminateProcess on Windows) and reap it.
     pub fn kill(mut self) {
-        self.signal(Signal::SIGKILL);
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

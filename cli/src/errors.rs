@@ -28,6 +28,23 @@ pub fn operator_message(e: &Error) -> String {
         Error::VersionTooLarge { version, max } => {
             format!("cannot publish version {version}: the largest version is {max}")
         }
+        Error::ClaimTimeout {
+            pid,
+            generation,
+            waited,
+        } => format!(
+            "gave up after {} waiting for the writer role: process {pid} (generation {generation}) still holds it",
+            age(*waited)
+        ),
+        Error::NoDataFile { path } => format!(
+            "{}: no such data file; check the path (a lock file belongs to an existing data file)",
+            path.display()
+        ),
+        Error::ProvisionNotPermitted { path, data } => format!(
+            "{}: no lock file yet, and this user may not write {}, so none was created; run the engine once as a user who may write it",
+            path.display(),
+            data.display()
+        ),
         Error::Timeout { what, waited } => {
             format!("gave up after {} waiting for {what}", age(*waited))
         }

@@ -21,7 +21,10 @@ mod errors;
 mod json;
 mod reap;
 mod render;
+// `watch` drives the terminal with termios and signals: Unix only (on Windows it says so).
+#[cfg(unix)]
 mod term;
+#[cfg(unix)]
 mod watch;
 
 use std::io::{self, Write};
@@ -44,9 +47,10 @@ use render::{ColorChoice, Paint};
                   shmlock watch app.db --interval 200\n  shmlock reap --json app.db"
 )]
 struct Cli {
-    /// When to colour the output: auto (on a terminal, unless NO_COLOR is set), always,
-    /// never.
-    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    /// When to colour the output: auto (the default: on a terminal, unless NO_COLOR is
+    /// set), always (the flag wins over NO_COLOR), never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto,
+          hide_possible_values = true, hide_default_value = true)]
     color: ColorChoice,
     #[command(subcommand)]
     command: Command,
@@ -134,45 +138,30 @@ pub struct Target {
     pub data: Option<PathBuf>,
 }
 
-/// Find the lock file for a path the user gave, by the library's own rule for what is a
-/// lock file (`ShmLock::provision` refuses such a path as a data path):
-/// - a name ending in `-shm` is a lock file;
-/// - so is a regular file that carries the shmlock magic, whatever its name;
-/// - else, when `<path>-shm` exists, that is it (the user named the data file);
-/// - else a regular file is a data file whose lock file does not exist yet.
-///
-/// So a lock file is never taken for a data file (`app.db-shm` never means
-/// `app.db-shm-shm`), and the CLI and the library agree on every path.
+/// Find the lock file for a path the user gave, by the library's rule
+/// ([`shmlock::resolve_lock_path`], which `shmlock::inspect` applies too): a lock file names
+/// itself; a data file (or a path whose `-shm` exists) names `<path>-shm`; anything else
+/// names itself, so that the library says what is wrong with it. So the CLI and the library
+/// agree on every path. A path that does not exist, with no lock file beside it, is an
+/// error here (the library answers "no lock file").
 fn resolve(given: &Path) -> Result<Target, Failure> {
-    let direct = Target {
-        given: given.to_path_buf(),
-        lock: given.to_path_buf(),
-        data: None,
-    };
-    // The library's own rule (what `ShmLock::provision` refuses as a data path).
-    let meta = std::fs::symlink_metadata(given);
-    if shmlock::is_lock_file(given) {
-        return Ok(direct);
-    }
-    let shm = shmlock::shm_path_for(given);
-    let beside = Target {
-        given: given.to_path_buf(),
-        lock: shm.clone(),
-        data: Some(given.to_path_buf()),
-    };
-    if std::fs::symlink_metadata(&shm).is_ok() {
-        return Ok(beside);
-    }
-    match meta {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::Message(format!(
+    let lock = shmlock::resolve_lock_path(given);
+    let data = (lock != given).then(|| given.to_path_buf());
+    if data.is_some()
+        && std::fs::symlink_metadata(given).is_err()
+        && std::fs::symlink_metadata(&lock).is_err()
+    {
+        return Err(Failure::Message(format!(
             "{}: no such file, and no lock file {} beside it; check the path",
             given.display(),
-            shm.display()
-        ))),
-        Ok(meta) if meta.is_file() && std::fs::File::open(given).is_ok() => Ok(beside),
-        // Directories, symlinks, unreadable files: the library says what is wrong.
-        _ => Ok(direct),
+            lock.display()
+        )));
     }
+    Ok(Target {
+        given: given.to_path_buf(),
+        lock,
+        data,
+    })
 }
 
 /// The sentence for a lock file that `shmlock::inspect` found missing or empty.
@@ -206,11 +195,27 @@ fn inspect(target: &Target, as_json: bool) -> Result<(), Failure> {
         serde_json::to_writer_pretty(&mut out, &object).map_err(io::Error::from)?;
         writeln!(out)?;
     } else {
-        let text = render::view_text(target, &snapshot, &Paint::stdout());
+        // On a terminal, fit its width (the member table drops columns rather than wrap).
+        let width = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            .then(terminal_columns)
+            .flatten();
+        let text = render::view_text(target, &snapshot, &Paint::stdout(), width);
         out.write_all(text.as_bytes())?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// The width of the terminal on stdout.
+#[cfg(unix)]
+fn terminal_columns() -> Option<usize> {
+    term::size(std::os::fd::AsFd::as_fd(&std::io::stdout())).map(|(columns, _)| columns)
+}
+
+/// Unknown on Windows (the terminal code is Unix-only): the table is not fitted.
+#[cfg(not(unix))]
+fn terminal_columns() -> Option<usize> {
+    None
 }
 
 fn main() -> ExitCode {
@@ -231,22 +236,41 @@ fn main() -> ExitCode {
             path,
             interval,
             count,
-        } => resolve(&path)
-            .and_then(|t| watch::run(&t, std::time::Duration::from_millis(interval), count)),
+        } => resolve(&path).and_then(|t| watch(&t, interval, count)),
         Command::Reap { path, json } => resolve(&path).and_then(|t| reap::run(&t, json)),
         Command::Demo { dir } => demo::run(dir),
     };
     let message = match result {
         Ok(()) => return ExitCode::SUCCESS,
-        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            return ExitCode::SUCCESS
-        }
+        Err(Failure::Output(e)) if closed_pipe(&e) => return ExitCode::SUCCESS,
         Err(Failure::Output(e)) => format!("cannot write the output: {}", output_cause(&e)),
         Err(Failure::Message(m)) => m,
     };
     let paint = Paint::stderr();
     let _ = writeln!(io::stderr(), "{} {message}", paint.red("shmlock:"));
     ExitCode::from(1)
+}
+
+#[cfg(unix)]
+fn watch(target: &Target, interval: u64, count: Option<u64>) -> Result<(), Failure> {
+    watch::run(target, std::time::Duration::from_millis(interval), count)
+}
+
+/// `watch` is Unix-only for now: it drives the terminal through termios and SIGWINCH.
+#[cfg(not(unix))]
+fn watch(_: &Target, _: u64, _: Option<u64>) -> Result<(), Failure> {
+    Err(Failure::Message(
+        "`shmlock watch` runs on Linux and macOS only (it drives the terminal with termios); \
+         on Windows, run `shmlock inspect` (or `inspect --json`) in a loop"
+            .to_string(),
+    ))
+}
+
+/// Whether the reader of our output went away (`| head`): EPIPE, or on Windows
+/// `ERROR_NO_DATA` (232) / `ERROR_PIPE_NOT_CONNECTED` (233).
+fn closed_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+        || (cfg!(windows) && matches!(e.raw_os_error(), Some(232 | 233)))
 }
 
 /// Why our output could not be written, in words ("no space left on device").

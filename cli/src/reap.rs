@@ -116,8 +116,13 @@ pub fn run(target: &Target, as_json: bool) -> Result<(), Failure> {
         }
         writeln!(
             out,
-            "{} remain: {} and {} attached",
+            "{} {}: {} and {} attached",
             count(others_alive, "live member"),
+            if others_alive == 1 {
+                "remains"
+            } else {
+                "remain"
+            },
             writer_summary(&after),
             count(after.reader_count, "reader")
         )?;

@@ -95,6 +95,7 @@ impl Paint {
 
 /// The columns `text` takes on a terminal: every character but escape sequences
 /// (`ESC [ … letter`) counts one.
+#[cfg_attr(not(unix), allow(dead_code))] // used by `watch` (Unix only)
 pub fn visible_width(text: &str) -> usize {
     let mut width = 0;
     let mut chars = text.chars();
@@ -108,6 +109,7 @@ pub fn visible_width(text: &str) -> usize {
     width
 }
 
+#[cfg_attr(not(unix), allow(dead_code))] // used by `watch` (Unix only)
 fn skip_escape(chars: &mut std::str::Chars<'_>) {
     if chars.next() == Some('[') {
         for c in chars.by_ref() {
@@ -120,6 +122,7 @@ fn skip_escape(chars: &mut std::str::Chars<'_>) {
 
 /// `text` cut to at most `width` visible columns, ending in `…` when cut; escape sequences
 /// are kept whole and a cut coloured line ends with a reset.
+#[cfg_attr(not(unix), allow(dead_code))] // used by `watch` (Unix only)
 pub fn elide(text: &str, width: usize) -> String {
     if visible_width(text) <= width {
         return text.to_string();
@@ -149,6 +152,57 @@ pub fn elide(text: &str, width: usize) -> String {
         out.push_str("\x1b[0m");
     }
     out
+}
+
+/// How to run this program again in a hint: `shmlock` when that name on `PATH` is this
+/// executable, else the path it was started by (`target/release/shmlock` under
+/// `cargo run`), so a hint never names a command the shell cannot find.
+pub fn invoked_as() -> String {
+    const NAME: &str = "shmlock";
+    static INVOKED: OnceLock<String> = OnceLock::new();
+    INVOKED
+        .get_or_init(|| {
+            let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+            let on_path = std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| {
+                    std::fs::canonicalize(dir.join(NAME))
+                        .ok()
+                        .is_some_and(|p| Some(p) == me)
+                })
+            });
+            if on_path {
+                return NAME.to_string();
+            }
+            let arg0 = std::env::args_os().next().map(std::path::PathBuf::from);
+            let path = match arg0 {
+                Some(p) if p.components().count() > 1 => p,
+                _ => match &me {
+                    Some(me) => me.clone(),
+                    None => return NAME.to_string(),
+                },
+            };
+            let text = path.display().to_string();
+            if text.contains(char::is_whitespace) {
+                format!("'{text}'")
+            } else {
+                text
+            }
+        })
+        .clone()
+}
+
+/// The first of `candidates` (most detailed first) that fits in `width` columns, else the
+/// last: how a line that carries the generation (the fencing token, the one number an
+/// operator copies) gives up its other words on a narrow terminal instead of having the
+/// token cut. Without a width, the first.
+pub fn fit(candidates: Vec<String>, width: Option<usize>) -> String {
+    let last = candidates.len().saturating_sub(1);
+    candidates
+        .into_iter()
+        .enumerate()
+        .find(|(i, line)| *i == last || width.is_none_or(|w| visible_width(line) <= w))
+        .map(|(_, line)| line)
+        .unwrap_or_default()
 }
 
 /// A duration for people: "85 µs", "120 ms", "1.5 s", "42 s", "3 min 20 s", "2 h 5 min",
@@ -210,6 +264,7 @@ pub struct Highlights {
 
 impl Highlights {
     /// Everything `other` highlights, added to this.
+    #[cfg_attr(not(unix), allow(dead_code))] // used by `watch` (Unix only)
     pub fn absorb(&mut self, other: &Highlights) {
         self.writer |= other.writer;
         self.published |= other.published;
@@ -467,11 +522,20 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) ->
     let key = |k: &str| paint.bold(&format!("{k:<11}"));
     let lit = |on: bool, text: String| if on { paint.changed(&text) } else { text };
 
-    let mut file = target.lock.display().to_string();
+    let file = target.lock.display().to_string();
+    let mut files = vec![format!("{} {file}", key("lock file"))];
     if let Some(data) = &target.data {
-        file.push_str(&format!("  (lock file of {})", data.display()));
+        // Narrow terminal: the data file's name goes first.
+        files.insert(
+            0,
+            format!(
+                "{} {file}  (lock file of {})",
+                key("lock file"),
+                data.display()
+            ),
+        );
     }
-    head.push((rank::LOCK_FILE, format!("{} {file}", key("lock file"))));
+    head.push((rank::LOCK_FILE, fit(files, opts.width)));
 
     let created = SystemTime::now()
         .duration_since(s.created_at)
@@ -527,16 +591,26 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) ->
                 (true, false) => paint.green("alive"),
                 (false, false) => paint.red("DEAD"),
             };
-            let first = format!(
-                "pid {} (member {}), {state}, generation {}",
-                o.pid,
-                o.index.unwrap_or_default(),
-                o.generation
+            // Narrow terminal: the member index goes first, then the pid, then the state;
+            // the generation never does.
+            let g = o.generation;
+            let first = fit(
+                [
+                    format!(
+                        "pid {} (member {}), {state}, generation {g}",
+                        o.pid,
+                        o.index.unwrap_or_default()
+                    ),
+                    format!("pid {}, {state}, generation {g}", o.pid),
+                    format!("{state}, generation {g}"),
+                    format!("generation {g}"),
+                ]
+                .into_iter()
+                .map(|text| format!("{} {}", key("writer"), lit(hl.writer, text)))
+                .collect(),
+                opts.width,
             );
-            head.push((
-                rank::KEEP,
-                format!("{} {}", key("writer"), lit(hl.writer, first)),
-            ));
+            head.push((rank::KEEP, first));
             let mut detail = heartbeat_and_lease(o);
             if !o.alive {
                 detail.push_str(&paint.red("; the next claim takes over"));
@@ -637,7 +711,7 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) ->
             foot.push((rank::COUNTS, text));
             foot.push((
                 rank::COUNTS,
-                format!("  shmlock reap {}", target.given.display()),
+                format!("  {} reap {}", invoked_as(), target.given.display()),
             ));
         } else {
             foot.push((rank::COUNTS, text));
@@ -646,9 +720,11 @@ pub fn view(target: &Target, s: &Snapshot, paint: &Paint, opts: &ViewOptions) ->
     View { head, table, foot }
 }
 
-/// The view as one string with newlines (for `inspect`): every column, the reap hint.
-pub fn view_text(target: &Target, s: &Snapshot, paint: &Paint) -> String {
+/// The view as one string with newlines (for `inspect`): the reap hint, and every column
+/// that fits `width` (a terminal's; `None`, into a pipe: every column but the wide ones).
+pub fn view_text(target: &Target, s: &Snapshot, paint: &Paint, width: Option<usize>) -> String {
     let opts = ViewOptions {
+        width,
         reap_hint: true,
         ..ViewOptions::default()
     };

@@ -85,15 +85,12 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
                     .map(|b| format!(" from pid {}", b.pid))
                     .unwrap_or_default();
                 writer.push(event(
-                    format!("TAKEOVER by {who}{from}: generation {}", n.generation),
+                    format!("TAKEOVER: generation {} by {who}{from}", n.generation),
                     true,
                 ));
             } else {
                 writer.push(event(
-                    format!(
-                        "{who} claimed the writer role (generation {})",
-                        n.generation
-                    ),
+                    format!("generation {} claimed by {who}", n.generation),
                     false,
                 ));
             }
@@ -102,17 +99,14 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
             hl.writer = true;
             if b.alive {
                 writer.push(event(
-                    format!(
-                        "pid {} released the writer role (generation {})",
-                        b.pid, b.generation
-                    ),
+                    format!("generation {} released by pid {}", b.generation, b.pid),
                     false,
                 ));
             } else {
                 writer.push(event(
                     format!(
-                        "the dead writer pid {} (generation {}) was cleared",
-                        b.pid, b.generation
+                        "generation {} of the dead writer pid {} was cleared",
+                        b.generation, b.pid
                     ),
                     false,
                 ));
@@ -122,8 +116,8 @@ pub fn diff(before: &Snapshot, now: &Snapshot) -> (Vec<Event>, Highlights) {
             hl.writer = true;
             writer.push(event(
                 format!(
-                    "writer pid {} DIED (generation {}); the next claim takes over",
-                    n.pid, n.generation
+                    "writer DIED: generation {} (pid {}); the next claim takes over",
+                    n.generation, n.pid
                 ),
                 true,
             ));

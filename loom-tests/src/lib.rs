@@ -45,7 +45,7 @@ use loom::sync::atomic::AtomicU64 as LoomU64;
 use loom::sync::{Arc, Condvar, Mutex};
 
 use shmlock::page::{owner_generation, owner_slot, OwnerSlot, Page, MEMBER_CAPACITY};
-use shmlock::platform::{Mutant, Platform, WaitKind, Word};
+use shmlock::platform::{LoomPair, Mutant, Platform, WaitKind, Word, WordPair};
 use shmlock::protocol::members::{self, Identity, Reaped, Registration};
 use shmlock::protocol::{self, Local};
 
@@ -58,6 +58,8 @@ pub const SEED: u64 = 1000;
 pub struct StepWord(LoomU64);
 
 impl Word for StepWord {
+    type Pair = StepPair;
+
     fn new(value: u64) -> Self {
         StepWord(<LoomU64 as Word>::new(value))
     }
@@ -124,15 +126,76 @@ impl StepWord {
     /// log says; the log then shows the order a sequentially consistent machine would have
     /// run them in.
     fn log_write(&self, value: u64) {
-        let me = self as *const StepWord as usize;
-        WRITE_LOG.with(|log| {
-            let mut log = log.borrow_mut();
-            if let Some(&(_, word)) = log.words.iter().find(|(address, _)| *address == me) {
-                let by = current_pid();
-                log.writes.push(LoggedWrite { word, by, value });
-            }
-        });
+        log_write_at(self as *const StepWord as usize, value);
     }
+}
+
+/// The page's 16-byte word (the owner word and `published`): shmlock's loom pair (a loom
+/// mutex over two halves: loom has no 128-bit atomics, see `platform::LoomPair`) that counts
+/// the calling process's steps as [`StepWord`] does and logs each change of a half: the
+/// owner half always (as [`OWNER`]), the published half once a model asks
+/// ([`World::log_published_writes`]). A write that leaves a half as it was (a publish's
+/// owner half, a claim's published half) is not logged for that half.
+pub struct StepPair(LoomPair);
+
+impl StepPair {
+    fn log_halves(&self, before: (u64, u64), after: (u64, u64), always_owner: bool) {
+        let me = self as *const StepPair as usize;
+        if always_owner || before.0 != after.0 {
+            log_write_at(me, after.0);
+        }
+        if before.1 != after.1 {
+            log_write_at(me + 1, after.1);
+        }
+    }
+}
+
+impl WordPair for StepPair {
+    fn new(owner: u64, published: u64) -> Self {
+        StepPair(LoomPair::new(owner, published))
+    }
+    fn load_owner(&self, order: Ordering) -> u64 {
+        self.0.load_owner(order)
+    }
+    fn load_published(&self, order: Ordering) -> u64 {
+        self.0.load_published(order)
+    }
+    fn store(&self, owner: u64, published: u64, order: Ordering) {
+        step();
+        self.0.store(owner, published, order);
+        // A store replaces both halves; log the owner half always (as a plain store to
+        // the owner word was), the published half when a model logs it.
+        self.log_halves((owner, !published), (owner, published), true);
+    }
+    fn compare_exchange(
+        &self,
+        current: (u64, u64),
+        new: (u64, u64),
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<(u64, u64), (u64, u64)> {
+        step();
+        let result = self.0.compare_exchange(current, new, success, failure);
+        if result.is_ok() {
+            self.log_halves(current, new, false);
+        }
+        result
+    }
+    fn is_lock_free() -> bool {
+        true
+    }
+}
+
+/// Record `value` as written at `address` if a model logs that address (see
+/// [`StepWord::log_write`]).
+fn log_write_at(address: usize, value: u64) {
+    WRITE_LOG.with(|log| {
+        let mut log = log.borrow_mut();
+        if let Some(&(_, word)) = log.words.iter().find(|(a, _)| *a == address) {
+            let by = current_pid();
+            log.writes.push(LoggedWrite { word, by, value });
+        }
+    });
 }
 
 /// One value written to the owner word, and which process wrote it (0: the model's setup).
@@ -345,7 +408,7 @@ impl World {
         });
         WRITE_LOG.with(|log| {
             *log.borrow_mut() = WriteLog {
-                words: vec![(&world.page.writer.owner as *const StepWord as usize, OWNER)],
+                words: vec![(world.page.pair() as *const StepPair as usize, OWNER)],
                 writes: Vec::new(),
             }
         });
@@ -361,7 +424,7 @@ impl World {
             .page
             .initialise(&setup, 1, SEED, shmlock::page::ORIGIN_CREATED, BOOT);
         // The history starts at the seed (initialise zeroes the word on its way there).
-        let seeded = world.page.writer.owner.load(SeqCst);
+        let seeded = world.page.pair().load_owner(SeqCst);
         WRITE_LOG.with(|log| {
             log.borrow_mut().writes = vec![LoggedWrite {
                 word: OWNER,
@@ -384,6 +447,13 @@ impl World {
                 .words
                 .push((word as *const StepWord as usize, name))
         });
+    }
+
+    /// Log every change of the published half of the page's owner/published pair under
+    /// `name`, from now on.
+    pub fn log_published_writes(&self, name: &'static str) {
+        let address = self.page.pair() as *const StepPair as usize + 1;
+        WRITE_LOG.with(|log| log.borrow_mut().words.push((address, name)));
     }
 
     /// Put a mark of the model's own into the write log (what the calling process has just
@@ -480,8 +550,6 @@ struct ProcessState {
     watches_deaths: bool,
     /// Member identities this process already watches (one watcher per identity).
     watched: std::sync::Mutex<Vec<u64>>,
-    /// Serialises this process's claim attempts (`Platform::serialise_claim`).
-    claims: Mutex<()>,
 }
 
 /// One modelled process, as seen from one of its threads: the protocol's platform.
@@ -528,7 +596,6 @@ impl Process {
                 waiters: Mutex::new([0; 3]),
                 watches_deaths,
                 watched: Default::default(),
-                claims: Mutex::new(()),
             }),
         }
     }
@@ -770,11 +837,6 @@ impl Platform for Process {
         f(&mut self.state.waiters.lock().unwrap()[kind.index()]);
     }
 
-    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
-        let _one_at_a_time = self.state.claims.lock().unwrap();
-        attempt();
-    }
-
     fn mutant(&self, mutant: Mutant) -> bool {
         self.world.mutant == Some(mutant)
     }
@@ -840,11 +902,20 @@ pub fn check(preemption_bound: usize, model: impl Fn() + Sync + Send + 'static) 
         let model = model.clone();
         spawn(move || model()).join().expect("the model's thread");
     });
-    eprintln!(
+    progress(&format!(
         "{} executions in {:.1?}",
         executions.load(SeqCst),
         start.elapsed()
-    );
+    ));
+}
+
+/// Say on the real standard error (not the one libtest captures) which model run just
+/// finished and what it cost, so a long suite shows its progress as it goes.
+pub fn progress(what: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("loom model");
+    let _ = writeln!(std::io::stderr().lock(), "[loom] {name}: {what}");
 }
 
 /// Check that only the owner named by the owner word ever frees it: every write that frees

@@ -11,10 +11,10 @@ use loom::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
 use loom_tests::shmlock::page::{
-    declared_lease_ns, owner_generation, owner_slot, owner_word, pins_readers, published_version,
-    Invalid, OwnerSlot, HEARTBEAT_CLAIMED, LEASE_NONE_MS, ORIGIN_CREATED, ORIGIN_HEALED,
+    claim_marker, declared_lease_ns, half_version, owner_generation, owner_slot, owner_word,
+    pins_readers, Invalid, OwnerSlot, LEASE_NONE_MS, ORIGIN_CREATED, ORIGIN_HEALED,
 };
-use loom_tests::shmlock::platform::{Mutant, WaitKind, Word};
+use loom_tests::shmlock::platform::{Mutant, WaitKind, Word, WordPair};
 use loom_tests::shmlock::protocol::members::{self, Reaped, Registration};
 use loom_tests::shmlock::protocol::writer::{self, Claim, ClaimError, Declaration, Takeover};
 use loom_tests::shmlock::protocol::{self, recover_alone, snapshots, wait};
@@ -103,7 +103,7 @@ fn claim_race(mutant: Option<Mutant>) {
         assert_eq!(winners.len(), 1, "exactly one claimant wins: {results:?}");
         let winner = winners[0];
         assert_eq!(winner.generation, SEED + 1);
-        assert_eq!(world.page.writer.owner.load(SeqCst), winner.word);
+        assert_eq!(world.page.pair().load_owner(SeqCst), winner.word);
         let OwnerSlot::Member(index) = owner_slot(winner.word) else {
             panic!("the winner's word names no member");
         };
@@ -276,7 +276,7 @@ fn owner_death(mutant: Option<Mutant>) {
                 assert_eq!((generation, pid), (SEED + 1, 1));
             }
             let page = &world.page;
-            assert_eq!(page.writer.owner.load(SeqCst), winner.word);
+            assert_eq!(page.pair().load_owner(SeqCst), winner.word);
             assert_eq!(
                 page.writer.takeovers.load(SeqCst),
                 winner.takeover.is_some() as u64,
@@ -399,7 +399,7 @@ fn lease_takeover(mutant: Option<Mutant>) {
         let owner_results = owner_thread.join().unwrap();
         let claim = claimant_thread.join().unwrap();
         let page = &world.page;
-        let final_word = page.writer.owner.load(SeqCst);
+        let final_word = page.pair().load_owner(SeqCst);
         match claim {
             Some(claim) => {
                 let writes = world.owner_writes();
@@ -505,7 +505,7 @@ fn release_vs_takeover(mutant: Option<Mutant>) {
         let winners: Vec<&Claim> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(winners.len(), 1, "exactly one claimant wins: {results:?}");
         assert_eq!(
-            world.page.writer.owner.load(SeqCst),
+            world.page.pair().load_owner(SeqCst),
             winners[0].word,
             "a release cleared its successor's owner word"
         );
@@ -697,7 +697,7 @@ fn registration_vs_reaping(mutant: Option<Mutant>) {
         // A single attempt may find the dead owner's entry locked by whoever is reaping
         // it (Busy, the dead generation); it never finds the dead owner passed off as new.
         assert!(winners.len() <= 1, "two new members won the writer role");
-        let final_word = world.page.writer.owner.load(SeqCst);
+        let final_word = world.page.pair().load_owner(SeqCst);
         match winners.first() {
             Some(winner) => {
                 assert_eq!(winner.generation, dead_claim.generation + 1);
@@ -796,7 +796,7 @@ fn initialisation_with(
         );
         assert_eq!(world.page.validate(), Ok(()));
         assert_eq!(
-            world.page.writer.owner.load(SeqCst),
+            world.page.pair().load_owner(SeqCst),
             owner_word(SEED, None),
             "the page starts from the seed generation"
         );
@@ -992,8 +992,8 @@ fn model_8_catches_waiter_counted_after_its_look() {
 // Model 9. A deposed guard's heartbeat never writes into the heartbeat word of a later claim
 // by its own process: while one thread of process A heartbeats A's old guard, process B
 // deposes that guard by the lease it declared and releases, and another thread of A claims
-// again; A's heartbeat word then holds the new claim's marker (`HEARTBEAT_CLAIMED | its
-// generation`) until the new claim itself heartbeats (here: never).
+// again; A's heartbeat word then holds the new claim's marker (`claim_marker(the
+// generation it observed)`) until the new claim itself heartbeats (here: never).
 //
 // Bound 5: the race is the old heartbeat's load-check-CAS against B's takeover and A's new
 // claim's marker-then-CAS; one preemption stalls the old heartbeat between its check and
@@ -1067,7 +1067,7 @@ fn same_process_reclaim(mutant: Option<Mutant>) {
             .collect();
         let marker = log
             .iter()
-            .rposition(|w| w.value == HEARTBEAT_CLAIMED | new.generation)
+            .rposition(|w| w.value == claim_marker(new.generation - 1))
             .expect("the new claim wrote its marker");
         assert!(
             log[marker + 1..].is_empty(),
@@ -1337,19 +1337,22 @@ fn model_11_catches_raise_without_cas() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Model 12 (invariant 9). A deposed writer publishes 5 while its successor takes over by
-// the writer's expired lease and publishes 3: `published` never goes backwards, and the
-// deposed writer's publish never lands after the successor's claim has returned.
+// Model 12 (invariant 9, the fence). A deposed writer publishes 5 while its successor
+// takes over by the writer's expired lease — through a generation floor, so that the two
+// generations differ by `floor_gap + 1` — and publishes 3: `published` never goes
+// backwards, and the deposed writer's publish never lands after the successor's claim has
+// returned. Run with gap 0 (consecutive generations) and gap 65535 (generations that agree
+// in their low 16 bits: format 2's tag).
 //
-// Bound 5: the deposed publish is load, owner check, CAS; one preemption stalls it after
+// Bound 5: the deposed publish is loads, owner check, CAS; one preemption stalls it after
 // its check, a second lets the successor's claim (and its return) run in the stall, a
 // third places the successor's own publish before or after the stalled CAS. The two
-// processes share only `published` and the owner word, so the space is tiny and saturates
-// at bound 4 (21 executions); 5 costs nothing.
+// processes share only the owner/published pair, so the space is tiny and saturates at
+// bound 4; 5 costs nothing.
 const PUBLISHED: &str = "published";
 const CLAIM_RETURNED: &str = "successor's claim returned";
 
-fn deposed_publish(mutant: Option<Mutant>) {
+fn deposed_publish(mutant: Option<Mutant>, floor_gap: u64) {
     check(5, move || {
         let world = World::initialised(mutant);
         let mut procs = registered(&world, &[1, 2]).into_iter();
@@ -1357,7 +1360,7 @@ fn deposed_publish(mutant: Option<Mutant>) {
         let deposed_pid = deposed.pid;
         let (successor, successor_reg) = procs.next().unwrap();
         let page = &world.page;
-        world.log_writes_to(&page.snapshot.published, PUBLISHED);
+        world.log_published_writes(PUBLISHED);
         world.set_clock(STAMPED_AT);
         let held = writer::try_claim(page, &deposed, deposed_reg.index, &leased(LEASE_MS)).unwrap();
         assert!(writer::heartbeat(
@@ -1374,9 +1377,14 @@ fn deposed_publish(mutant: Option<Mutant>) {
                 .result
                 .unwrap()
         });
+        let through_floor = Declaration {
+            generation_floor: held.generation + floor_gap,
+            ..Declaration::NONE
+        };
         successor.run(None, |p| {
-            let claim = writer::try_claim(p.page(), p, successor_reg.index, NONE)
+            let claim = writer::try_claim(p.page(), p, successor_reg.index, &through_floor)
                 .expect("the silent writer's lease has expired");
+            assert_eq!(claim.generation, held.generation + floor_gap + 1);
             p.world().mark(CLAIM_RETURNED, claim.generation);
             let _ = snapshots::publish(p.page(), p, claim.word, 3);
         });
@@ -1385,7 +1393,7 @@ fn deposed_publish(mutant: Option<Mutant>) {
         let versions: Vec<u64> = log
             .iter()
             .filter(|w| w.word == PUBLISHED)
-            .map(|w| published_version(w.value))
+            .map(|w| half_version(w.value))
             .collect();
         assert!(
             versions.windows(2).all(|pair| pair[0] <= pair[1]),
@@ -1403,13 +1411,18 @@ fn deposed_publish(mutant: Option<Mutant>) {
 
 #[test]
 fn model_12_deposed_publish_never_lands_after_the_successor_claimed() {
-    deposed_publish(None);
+    deposed_publish(None, 0);
+}
+
+#[test]
+fn model_12_the_fence_holds_for_generations_that_agree_in_16_bits() {
+    deposed_publish(None, 65535);
 }
 
 #[test]
 #[should_panic(expected = "the deposed writer's publish landed after its successor's claim")]
-fn model_12_catches_claim_without_retag() {
-    deposed_publish(Some(Mutant::ClaimWithoutRetag));
+fn model_12_catches_a_fence_tag_of_16_bits() {
+    deposed_publish(Some(Mutant::FenceTagOf16Bits), 65535);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1546,7 +1559,9 @@ fn model_13_catches_wait_bit_after_look_death() {
 // must depose a winner that declared 0 ms and must not depose one that declared none.
 //
 // Bound 2: the loser must be preempted between its look at the owner word and its
-// declaration while the winner claims (one preemption, plus the model thread's).
+// declaration while the winner claims (one preemption, plus the model thread's). Format 3
+// needs no process-local claim lock for this: the claim word carries the declaration, and
+// the loser's marker is a CAS from a value loaded while the owner word was unchanged.
 const DECLARED_BY_WINNER: &str = "the owner was judged by a lease its claim did not declare";
 
 fn racing_claims_of_one_process(mutant: Option<Mutant>) {
@@ -1596,6 +1611,6 @@ fn model_14_racing_claims_of_one_process_keep_the_winners_lease() {
 
 #[test]
 #[should_panic(expected = "the owner was judged by a lease its claim did not declare")]
-fn model_14_catches_claims_not_serialised() {
-    racing_claims_of_one_process(Some(Mutant::ClaimsNotSerialised));
+fn model_14_catches_a_lease_declared_in_the_entry() {
+    racing_claims_of_one_process(Some(Mutant::LeaseDeclaredInEntry));
 }

@@ -28,7 +28,7 @@
 //! OFD locks do not conflict with themselves: the platform keeps an in-process flag per
 //! entry so that two threads of one process never both "take" the same entry.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::page::{
     identity_pid, identity_word, lease_start_word, member_allocation_order, owner_generation,
@@ -36,7 +36,7 @@ use crate::page::{
     MEMBER_CAPACITY,
 };
 use crate::platform::{Mutant, Platform, WaitKind, Word};
-use crate::protocol::wait;
+use crate::protocol::{wait, writer};
 
 /// Display-only facts a process records about itself when it registers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,12 +112,11 @@ pub fn clear_held_entry<P: Platform>(
 /// If the owner word names member `index`, free it (keeping the generation). Only called
 /// with `index`'s lock held, i.e. when that member is dead.
 fn free_owner_if_named<W: Word>(page: &Page<W>, index: usize) -> Option<u64> {
-    let owner = &page.writer.owner;
-    let mut word = owner.load(SeqCst);
+    let mut word = writer::load_owner(page);
     while owner_slot(word) == OwnerSlot::Member(index) {
         let free = owner_word(owner_generation(word), None);
-        match owner.compare_exchange(word, free, SeqCst, SeqCst) {
-            Ok(_) => return Some(owner_generation(word)),
+        match writer::swap_owner(page, word, free) {
+            Ok(()) => return Some(owner_generation(word)),
             Err(now) => word = now,
         }
     }

@@ -16,11 +16,11 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, SystemTime};
 
 use crate::page::{
-    declared_lease_ns, identity_pid, identity_token, owner_generation, owner_slot, owner_word,
-    pins_oldest, pins_readers, OwnerSlot, Page, FORMAT_VERSION, HEARTBEAT_CLAIMED, MAX_GENERATION,
+    identity_pid, identity_token, owner_generation, owner_slot, owner_word, pins_oldest,
+    pins_readers, OwnerSlot, Page, FORMAT_VERSION, HEARTBEAT_CLAIMED, MAX_GENERATION,
     MEMBER_CAPACITY, ORIGIN_HEALED,
 };
-use crate::platform::{Platform, WaitKind, Word};
+use crate::platform::{Platform, WaitKind, Word, WordPair};
 use crate::snapshot::{MemberInfo, OwnerInfo, PageOrigin, Snapshot};
 use members::Reaped;
 pub use snapshots::Local;
@@ -65,7 +65,7 @@ pub fn recover_alone<P: Platform>(
 ) -> Recovery {
     let reaped = members::reap_all(page, plat, None);
     let mut owner_freed = reaped.iter().find_map(|r| r.owned_generation);
-    let word = page.writer.owner.load(Acquire);
+    let word = writer::load_owner(page);
     let mut generation = owner_generation(word);
     if owner_slot(word) != OwnerSlot::Free {
         owner_freed = Some(generation);
@@ -80,9 +80,9 @@ pub fn recover_alone<P: Platform>(
         generation = jumped;
         page.writer.boot.store(boot, Relaxed);
     }
-    page.writer
-        .owner
-        .store(owner_word(generation, None), SeqCst);
+    let published = page.pair().load_published(SeqCst);
+    page.pair()
+        .store(owner_word(generation, None), published, SeqCst);
     for kind in [WaitKind::Claim, WaitKind::Publish, WaitKind::Pins] {
         for word in wait::bits(page, kind) {
             word.store(0, Relaxed);
@@ -113,6 +113,14 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
     let now = plat.now();
     let age = |then: u64| Duration::from_nanos(now.saturating_sub(then));
     let secs_age = |then: u64| Duration::from_secs((now / 1_000_000_000).saturating_sub(then));
+    // The owner word and the lease its claim declared (the claim word carries it).
+    let (word, published) = page.pair().load_both(SeqCst);
+    let owner_lease = crate::page::lease_code_ms(crate::page::half_lease_code(published))
+        .map(Duration::from_millis);
+    let owner_index = match owner_slot(word) {
+        OwnerSlot::Member(index) => Some(index),
+        _ => None,
+    };
     let members: Vec<MemberInfo> = (0..MEMBER_CAPACITY)
         .filter_map(|index| {
             let m = &page.members[index];
@@ -135,11 +143,11 @@ pub fn snapshot<P: Platform>(page: &Page<P::Word>, plat: &P, me: Option<usize>) 
                     stamp if stamp & HEARTBEAT_CLAIMED != 0 => None,
                     stamp => Some(age(stamp)),
                 },
-                declared_lease: declared_lease_ns(lease_start).map(Duration::from_nanos),
+                // Only the owner's declaration counts; its claim word carries it.
+                declared_lease: owner_lease.filter(|_| owner_index == Some(index)),
             })
         })
         .collect();
-    let word = page.writer.owner.load(Acquire);
     let owner = match owner_slot(word) {
         OwnerSlot::Free => None,
         OwnerSlot::Invalid(_) => Some(OwnerInfo {
@@ -243,9 +251,6 @@ mod tests {
         fn with_local_waiters(&self, kind: WaitKind, f: &mut dyn FnMut(&mut u32)) {
             f(&mut self.waiters.borrow_mut()[kind.index()]);
         }
-        fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
-            attempt()
-        }
     }
 
     const BOOT: u64 = 77;
@@ -347,11 +352,11 @@ mod tests {
         ));
         // The deposed owner: heartbeat, is_current and release all fail and change
         // nothing of the successor's.
-        let before = page.writer.owner.load(Relaxed);
+        let before = writer::load_owner(&page);
         let hb = page.members[b.index].heartbeat.load(Relaxed);
         assert!(!writer::heartbeat(&page, &plat, a.index, claim.word));
         assert!(!writer::release(&page, &plat, claim.word));
-        assert_eq!(page.writer.owner.load(Relaxed), before);
+        assert_eq!(writer::load_owner(&page), before);
         assert_eq!(page.members[b.index].heartbeat.load(Relaxed), hb);
     }
 
@@ -383,7 +388,7 @@ mod tests {
         assert!(writer::release(&page, &plat, old.word));
         let new = writer::try_claim(&page, &plat, a.index, &leased(1)).unwrap();
         let marker = page.members[a.index].heartbeat.load(Relaxed);
-        assert_eq!(marker, crate::page::HEARTBEAT_CLAIMED | new.generation);
+        assert_eq!(marker, crate::page::claim_marker(new.generation - 1));
         assert!(!writer::heartbeat(&page, &plat, a.index, old.word));
         assert_eq!(page.members[a.index].heartbeat.load(Relaxed), marker);
         assert!(writer::heartbeat(&page, &plat, a.index, new.word));
@@ -460,6 +465,31 @@ mod tests {
     }
 
     #[test]
+    fn a_deposed_publish_fails_whatever_the_generations_low_bits() {
+        let page = fresh();
+        let plat = Fake::default();
+        let (a, _) = members::register(&page, &plat, who(1)).unwrap();
+        let old = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
+        snapshots::publish(&page, &plat, old.word, 1).unwrap();
+        assert!(writer::release(&page, &plat, old.word));
+        // A successor whose generation agrees with the old one in its low 16 bits (format
+        // 2's tag) and in everything but bit 16.
+        let floor = writer::Declaration {
+            generation_floor: old.generation + 65535,
+            ..NONE
+        };
+        let new = writer::try_claim(&page, &plat, a.index, &floor).unwrap();
+        assert_eq!(new.generation, old.generation + 65536);
+        assert_eq!(
+            snapshots::publish(&page, &plat, old.word, 2),
+            Err(snapshots::PublishError::Deposed)
+        );
+        assert_eq!(snapshots::published(&page), 1);
+        snapshots::publish(&page, &plat, new.word, 2).unwrap();
+        assert_eq!(snapshots::published(&page), 2);
+    }
+
+    #[test]
     fn full_pin_slots_share_an_older_version() {
         let page = fresh();
         let plat = Fake::default(); // 4 slots
@@ -509,13 +539,12 @@ mod tests {
         let page = fresh();
         let plat = Fake::default();
         let (a, _) = members::register(&page, &plat, who(1)).unwrap();
-        page.writer.owner.store(5 << 8 | 250, Relaxed);
+        page.pair().store(5 << 8 | 250, 0, Relaxed);
         let claim = writer::try_claim(&page, &plat, a.index, &NONE).unwrap();
         assert_eq!(claim.generation, 6);
         assert!(writer::release(&page, &plat, claim.word));
-        page.writer
-            .owner
-            .store(owner_word(MAX_GENERATION, None), Relaxed);
+        page.pair()
+            .store(owner_word(MAX_GENERATION, None), 0, Relaxed);
         assert_eq!(
             writer::try_claim(&page, &plat, a.index, &NONE),
             Err(writer::ClaimError::GenerationExhausted)
@@ -553,6 +582,6 @@ mod tests {
         let snap = snapshot(&page, &plat, None);
         assert!(snap.owner.is_none() && snap.members.is_empty());
         assert_eq!(snap.generation, 1001);
-        assert_eq!(page.writer.owner.load(Relaxed) >> 8, 1001);
+        assert_eq!(writer::load_owner(&page) >> 8, 1001);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! # The words
 //!
-//! * `published` (line 2) = `version | tag << 48`: the latest version and the low 16 bits
-//!   of the generation of the claim that last owned it. Versions are below 2^48 − 1.
+//! * `published` (line 2) = the latest version, below 2^48 − 1 (the pins' field width). It
+//!   is the high half of a 16-byte word whose low half is the owner word (page format 3).
 //! * each member's `pins` = `readers << 48 | oldest`: how many reader guards its process
 //!   has attached and the oldest version among them. Only that process writes it.
 //! * each process keeps [`Local`] pin slots, `count << 48 | version`: which versions its
@@ -36,14 +36,30 @@
 //! (Release); a detach that loads the word after that CAS (Acquire) sees the pin in its
 //! rescan. A raise never makes the word's oldest higher than a pin whose guard is live.
 //!
-//! **Invariant 9 (published versions never go backwards).** Publish is a CAS from the
-//! word it loaded to a larger version; nothing else writes the version except a heal of a
-//! damaged page, which says so. A deposed writer cannot publish: it loads `published`,
-//! checks that the owner word is still its claim's, then CASes from what it loaded; every
-//! claim re-tags `published` with its generation right after its owner CAS, so a deposed
-//! writer's CAS from a word loaded before that claim fails, and one loaded after it fails
-//! the owner check. (A deposed publish stalled across 65,536 later claims with no publish
-//! among them could meet its own tag again; the version still only grows.)
+//! **Invariant 9 (published versions never go backwards), and the fence by construction.**
+//! The owner word and `published` are the two halves of one 16-byte word, and every write
+//! to either is one 16-byte compare-and-swap of both:
+//!
+//! * a publish is `CAS((my claim's owner word, p) → (my claim's owner word, v))`, `v > p`;
+//! * a claim is `CAS((observed owner, p) → (my owner word, p))`; a release and a reaper's
+//!   free are `CAS((owner, p) → (free, p))`; nothing else writes either half except an
+//!   opener that is alone (initialise, recover, upgrade) and a heal of a damaged page,
+//!   which says so.
+//!
+//! So the version only grows (every write of the published half is a publish's CAS to a
+//! larger value, or keeps it). And a publish succeeds only at an instant when the owner
+//! half is exactly the word its claim wrote. Owner words are unique per claim: each claim
+//! writes a generation above every generation the word ever held (`writer.rs`), so once
+//! any later claim's CAS has landed, the owner half never again equals the deposed claim's
+//! word, and the deposed publish's CAS fails — whatever the two generations are, whatever
+//! the generation floors, however long the deposed writer was stopped. There is no tag to
+//! collide (format 2 compared 16 bits of the generation, which a claim through
+//! `generation_floor = g + 65535` matched: the `FenceTagOf16Bits` mutant keeps that fence
+//! for the loom model to catch). A claim is still one CAS and a publish one CAS.
+//!
+//! The hot paths load one half alone (`published()` and every attach read the published
+//! half, `is_current` and heartbeats the owner half): a 64-bit atomic load of a value some
+//! 16-byte write left there (see `platform::AtomicPair`).
 //!
 //! **Waits** use the bitmaps and sequence words of `wait.rs`: `wait_published` sleeps
 //! until the version grows (publish wakes it), `wait_readers_past` until the oldest pin
@@ -54,10 +70,10 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
 use std::time::Duration;
 
 use crate::page::{
-    pins_oldest, pins_readers, pins_word, published_version, published_word, Page,
-    MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY, NO_PIN,
+    format2_tag, half_lease_code, half_version, owner_generation, pins_oldest, pins_readers,
+    pins_word, published_half, Page, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY, NO_PIN,
 };
-use crate::platform::{Mutant, Platform, WaitKind, Word};
+use crate::platform::{Mutant, Platform, WaitKind, Word, WordPair};
 use crate::protocol::{wait, writer};
 
 /// Longest a sleeper in a snapshot wait sleeps between looks (a death it was not told of
@@ -200,25 +216,57 @@ pub struct Pin {
     pub recorded: u64,
 }
 
-/// The member already counts [`MAX_READERS_PER_MEMBER`] readers.
+/// Why an attach failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TooManyReaders;
+pub enum AttachError {
+    /// The member already counts [`MAX_READERS_PER_MEMBER`] readers.
+    TooManyReaders,
+    /// `published` is below every version this process's readers pin, so no pin slot can
+    /// take it: the page was truncated or overwritten under its live users (versions only
+    /// grow otherwise).
+    PublishedBelowPins {
+        /// The published version found.
+        published: u64,
+        /// The oldest version this process pins.
+        pinned: u64,
+    },
+}
 
 /// The latest published version.
 #[inline]
 pub fn published<W: Word>(page: &Page<W>) -> u64 {
-    published_version(page.snapshot.published.load(SeqCst))
+    // Bounded: only a damaged or hostile page holds more (a publish never writes more).
+    half_version(page.pair().load_published(SeqCst)).min(MAX_VERSION)
 }
 
 /// Pin `version` (or, if it is no longer the latest, a newer published one) in this
 /// process's slots: the version pinned and the version its slot records.
+///
+/// Bounded: each retry needs `published` to have grown (it is below 2^48). Slots that all
+/// pin versions above an unchanged `published` mean it went backwards under us.
 #[inline(always)]
-fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) -> (u64, u64) {
+fn pin_locally<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    mut version: u64,
+) -> Result<(u64, u64), AttachError> {
     loop {
         if let Some(recorded) = plat.local().pin(version) {
-            return (version, recorded);
+            return Ok((version, recorded));
         }
-        version = published(page);
+        let now = published(page);
+        if now <= version {
+            let pinned = plat.local().oldest();
+            return Err(if pinned > version {
+                AttachError::PublishedBelowPins {
+                    published: now,
+                    pinned,
+                }
+            } else {
+                AttachError::TooManyReaders
+            });
+        }
+        version = now;
     }
 }
 
@@ -226,19 +274,15 @@ fn pin_locally<P: Platform>(page: &Page<P::Word>, plat: &P, mut version: u64) ->
 /// version: the pin is visible to every scan that follows a later publish before this
 /// returns.
 #[inline(always)]
-pub fn attach<P: Platform>(
-    page: &Page<P::Word>,
-    plat: &P,
-    me: usize,
-) -> Result<Pin, TooManyReaders> {
+pub fn attach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize) -> Result<Pin, AttachError> {
     let pins = &page.members[me].pins;
-    let (mut version, mut recorded) = pin_locally(page, plat, published(page));
+    let (mut version, mut recorded) = pin_locally(page, plat, published(page))?;
     let mut word = pins.load(Acquire);
     loop {
         let readers = pins_readers(word);
         if readers >= MAX_READERS_PER_MEMBER {
             plat.local().unpin(recorded);
-            return Err(TooManyReaders);
+            return Err(AttachError::TooManyReaders);
         }
         let oldest = if readers == 0 { NO_PIN } else { word & NO_PIN };
         match pins.compare_exchange(
@@ -263,7 +307,15 @@ pub fn attach<P: Platform>(
         }
         // A publish raced with us: read the newer version instead. The word already
         // covers it (its oldest is at most `recorded` < `now`).
-        let (next, next_recorded) = pin_locally(page, plat, now);
+        let (next, next_recorded) = match pin_locally(page, plat, now) {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                // Undo our count and pin: nothing is attached.
+                plat.local().unpin(recorded);
+                raise(page, plat, me, Some(recorded));
+                return Err(e);
+            }
+        };
         plat.local().unpin(recorded);
         raise(page, plat, me, None);
         version = next;
@@ -313,8 +365,9 @@ fn raise<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, detached: Optio
 }
 
 /// The oldest version pinned by a live reader in any process, and the member holding it.
-/// May be lower than the truth for an instant (a detach in flight), never higher. Dead
-/// members' pins never count (they are reaped when found).
+/// May be lower than the truth for an instant (a detach in flight, or a death a standing
+/// watcher has not yet reported: [`Platform::member_alive`]), never higher. Dead members'
+/// pins never count once known dead (they are reaped when found).
 pub fn oldest_pinned<P: Platform>(page: &Page<P::Word>, plat: &P) -> Option<(u64, usize)> {
     P::Word::seq_cst_order_point();
     let mut pinned = [NO_PIN; MEMBER_CAPACITY];
@@ -328,7 +381,8 @@ pub fn oldest_pinned<P: Platform>(page: &Page<P::Word>, plat: &P) -> Option<(u64
         if oldest == NO_PIN {
             return None;
         }
-        if plat.member_locked(index) {
+        let identity = page.members[index].identity.load(Acquire);
+        if plat.member_alive(index, identity) {
             return Some((oldest, index));
         }
         // Its process died: its pins never count. Reap it so that later scans skip it.
@@ -362,25 +416,66 @@ pub fn publish<P: Platform>(
     if version > MAX_VERSION {
         return Err(PublishError::TooLarge);
     }
-    let generation = crate::page::owner_generation(claim_word);
-    let published = &page.snapshot.published;
-    let mut word = published.load(SeqCst);
+    let pair = page.pair();
+    if plat.mutant(Mutant::FenceTagOf16Bits) {
+        publish_with_format2_fence(page, plat, claim_word, version)?;
+        wait::wake(page, plat, WaitKind::Publish);
+        return Ok(());
+    }
+    // Both halves as this claim expects them: the owner half is its word (anything else is
+    // a deposition, and the CAS below fails on it however late it runs).
+    let (owner, mut current) = pair.load_both(SeqCst);
+    if owner != claim_word {
+        return Err(PublishError::Deposed);
+    }
     loop {
-        if !writer::is_current(page, plat, claim_word) {
-            return Err(PublishError::Deposed);
+        let published = half_version(current);
+        if version <= published {
+            return Err(PublishError::NotIncreasing { published });
         }
-        let current = published_version(word);
-        if version <= current {
-            return Err(PublishError::NotIncreasing { published: current });
-        }
-        match published.compare_exchange(word, published_word(version, generation), SeqCst, SeqCst)
-        {
+        // The claim's declaration (the half's lease code) stays as its claim wrote it.
+        let new = published_half(version, half_lease_code(current));
+        match pair.compare_exchange((claim_word, current), (claim_word, new), SeqCst, SeqCst) {
             Ok(_) => break,
-            Err(now) => word = now,
+            Err((owner, _)) if owner != claim_word => return Err(PublishError::Deposed),
+            Err((_, now)) => current = now,
         }
     }
     wait::wake(page, plat, WaitKind::Publish);
     Ok(())
+}
+
+/// Format 2's publish fence, for the [`Mutant::FenceTagOf16Bits`] model: check the owner
+/// word, then CAS the published half, comparing only 16 bits of the generation of the owner
+/// half with the claim's (format 2's tag).
+#[cold]
+fn publish_with_format2_fence<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    claim_word: u64,
+    version: u64,
+) -> Result<(), PublishError> {
+    let pair = page.pair();
+    let tag = format2_tag(owner_generation(claim_word));
+    let mut seen = pair.load_both(SeqCst);
+    if !writer::is_current(page, plat, claim_word) {
+        return Err(PublishError::Deposed);
+    }
+    loop {
+        if format2_tag(owner_generation(seen.0)) != tag {
+            return Err(PublishError::Deposed);
+        }
+        if version <= half_version(seen.1) {
+            return Err(PublishError::NotIncreasing {
+                published: half_version(seen.1),
+            });
+        }
+        let new = published_half(version, half_lease_code(seen.1));
+        match pair.compare_exchange(seen, (seen.0, new), SeqCst, SeqCst) {
+            Ok(_) => return Ok(()),
+            Err(now) => seen = now,
+        }
+    }
 }
 
 /// Wait until a version above `after` is published, or until `deadline`
@@ -423,18 +518,28 @@ pub fn wait_readers_past<P: Platform>(
         me,
         deadline,
         MAX_WAIT_SLICE,
-        || {
-            match oldest_pinned(page, plat) {
-                Some((oldest, holder)) if oldest < version => {
-                    // The holder's death must wake us: no detach will. (Our own readers
-                    // detach.)
-                    if holder != me {
-                        plat.watch_member(holder, page.members[holder].identity.load(Acquire));
-                    }
-                    Err((oldest, u64::MAX))
-                }
-                _ => Ok(()),
-            }
-        },
+        || readers_past_or_watch(page, plat, me, version).map_err(|oldest| (oldest, u64::MAX)),
     )
+}
+
+/// One look for a wait until no live reader pins a version below `version` (the blocking
+/// and the async waits both decide here): `Ok` when none does, else `Err(oldest)` after
+/// asking the platform to watch the member holding the oldest pin, unless that is member
+/// `me` (the caller's own process: its readers detach, they do not die under it).
+pub fn readers_past_or_watch<P: Platform>(
+    page: &Page<P::Word>,
+    plat: &P,
+    me: usize,
+    version: u64,
+) -> Result<(), u64> {
+    match oldest_pinned(page, plat) {
+        Some((oldest, holder)) if oldest < version => {
+            // The holder's death must wake us: no detach will.
+            if holder != me {
+                plat.watch_member(holder, page.members[holder].identity.load(Acquire));
+            }
+            Err(oldest)
+        }
+        _ => Ok(()),
+    }
 }

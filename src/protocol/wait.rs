@@ -30,7 +30,7 @@ use crate::protocol::members;
 
 /// The bitmap of members with a sleeper of `kind`.
 #[inline]
-pub fn bits<W>(page: &Page<W>, kind: WaitKind) -> &[W; BITMAP_WORDS] {
+pub fn bits<W: Word>(page: &Page<W>, kind: WaitKind) -> &[W; BITMAP_WORDS] {
     match kind {
         WaitKind::Claim => &page.writer.claim_waiters,
         WaitKind::Publish => &page.wait.publish_waiters,
@@ -40,7 +40,7 @@ pub fn bits<W>(page: &Page<W>, kind: WaitKind) -> &[W; BITMAP_WORDS] {
 
 /// The sequence word sleepers of `kind` wait on.
 #[inline]
-pub fn seq<W>(page: &Page<W>, kind: WaitKind) -> &W {
+pub fn seq<W: Word>(page: &Page<W>, kind: WaitKind) -> &W {
     match kind {
         WaitKind::Claim => &page.writer.wake_seq,
         WaitKind::Publish => &page.wait.publish_seq,

@@ -2,8 +2,10 @@
 //!
 //! # Argument of correctness
 //!
-//! The owner word is `generation << 8 | slot`. Every claim is one compare-and-swap from
-//! the word it observed to `(next, me)`, where `next` is the observed generation + 1 (or,
+//! The owner word is `generation << 8 | slot`, the low half of a 16-byte word whose high
+//! half is `published` (page format 3: see `snapshots.rs` for the fence this gives). Every
+//! claim is one 16-byte compare-and-swap from the word it observed to `(next, me)`, leaving
+//! `published` as it was, where `next` is the observed generation + 1 (or,
 //! with a generation floor `f`, at least `f + 1`), so
 //!
 //! * **at most one owner** (invariant 1): of claimants that observed the same word,
@@ -40,11 +42,24 @@
 //! marker reads a monotonic clock after the marker, so above every earlier stamp). Nothing it does can change its successor's owner word,
 //! generation, heartbeat or published version (invariant 4).
 //!
-//! Threads of **one process** share its member entry, so their claim attempts are
-//! serialised by a process-local lock ([`Platform::serialise_claim`]): a losing attempt
-//! would otherwise write its declaration (and heartbeat marker) over the winner's, after
-//! the winner's CAS — a handle declaring no lease could then be deposed by the lease of
-//! another handle of its process. Across processes a claim stays one CAS.
+//! Threads of **one process** share its member entry and may claim at once (through
+//! handles with different declarations). Format 2 serialised them with a process-local
+//! lock, because each attempt wrote its declared lease and its heartbeat marker into the
+//! entry before its CAS, so a losing attempt could overwrite the winner's. Format 3 needs
+//! no lock: the **claim word carries the declaration** — the lease code lives in the
+//! pair's published half, written by the claim's own 16-byte CAS and kept by every publish,
+//! so whenever the owner half is a claim's word the lease code is that claim's, and a judge
+//! that CASes from the pair it judged judged by the owner's own declaration. What remains
+//! in the entry is the marker "not heartbeaten since the claim"
+//! (`claim_marker(observed generation)`), and an attempt writes it with a CAS from a value
+//! it loaded *while the owner word was still the one it observed* (it re-reads the owner
+//! word after loading the heartbeat word). A winner of the same process that claimed
+//! meanwhile changed the owner word before writing its first stamp, so a losing attempt
+//! either sees the change and starts over, or its CAS fails on the winner's stamp; at
+//! worst it replaces the winner's marker by an equal-meaning marker (still "not
+//! heartbeaten since the claim"). Markers name the generation observed, and a later claim
+//! observes a higher one, so a marker never recurs after a newer claim's and the ABA of an
+//! old guard's heartbeat (above) stays impossible. Across processes a claim stays one CAS.
 //!
 //! **Waiting** claimants sleep on `wake_seq` with their member's bit set in
 //! `claim_waiters` (see `wait.rs`): a release clears the owner word, then wakes them only if
@@ -56,10 +71,11 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::Duration;
 
 use crate::page::{
-    declared_lease_ns, identity_pid, lease_start_word, owner_generation, owner_slot, owner_word,
-    published_version, published_word, OwnerSlot, Page, HEARTBEAT_CLAIMED, MAX_GENERATION,
+    claim_marker, declared_lease_ns, half_lease_code, half_version, identity_pid, lease_code,
+    lease_code_ms, lease_start_word, owner_generation, owner_slot, owner_word, published_half,
+    OwnerSlot, Page, HEARTBEAT_CLAIMED, MAX_GENERATION,
 };
-use crate::platform::{Mutant, Platform, WaitKind, Word};
+use crate::platform::{Mutant, Platform, WaitKind, Word, WordPair};
 use crate::protocol::members::{clear_held_entry, Reaped};
 use crate::protocol::wait;
 
@@ -156,10 +172,29 @@ impl Declaration {
     };
 }
 
-/// Read the owner word. The one place that does.
+/// Read the owner word (one 64-bit load of the pair's owner half). The one place that does.
 #[inline]
 pub fn load_owner<W: Word>(page: &Page<W>) -> u64 {
-    page.writer.owner.load(SeqCst)
+    page.pair().load_owner(SeqCst)
+}
+
+/// Change the owner word from `from` to `to`, keeping `published` as it is, in one 16-byte
+/// CAS. Fails (`Err(owner seen)`) only when the owner word is not `from`; a publish racing
+/// with it (possible only by the owner `from` names) makes it retry.
+#[inline]
+pub fn swap_owner<W: Word>(page: &Page<W>, from: u64, to: u64) -> Result<(), u64> {
+    let pair = page.pair();
+    let (owner, mut published) = pair.load_both(SeqCst);
+    if owner != from {
+        return Err(owner);
+    }
+    loop {
+        match pair.compare_exchange((from, published), (to, published), SeqCst, SeqCst) {
+            Ok(_) => return Ok(()),
+            Err((owner, now)) if owner == from => published = now,
+            Err((owner, _)) => return Err(owner),
+        }
+    }
 }
 
 /// A live owner a waiting claimant has been watching: the owner word it saw, and since
@@ -198,12 +233,14 @@ fn lease_start(heartbeat: u64, word: u64, watched: Option<Watched>) -> Option<u6
     }
 }
 
-/// The lease a live owner (member `index`) is judged by: the one it declared.
+/// The lease a live owner (member `index`) is judged by: the one its claim declared, which
+/// the claim word carries (`published`, the pair's half seen with the owner word).
 #[inline]
 fn owner_lease<P: Platform>(
     page: &Page<P::Word>,
     plat: &P,
     index: usize,
+    published: u64,
     declare: &Declaration,
 ) -> Option<u64> {
     if plat.mutant(Mutant::ClaimantChoosesLease) {
@@ -212,7 +249,10 @@ fn owner_lease<P: Platform>(
     if !declare.judges_leases {
         return None;
     }
-    declared_lease_ns(page.members[index].lease_start.load(Acquire))
+    if plat.mutant(Mutant::LeaseDeclaredInEntry) {
+        return declared_lease_ns(page.members[index].lease_start.load(Acquire));
+    }
+    lease_code_ms(half_lease_code(published)).map(|ms| ms * 1_000_000)
 }
 
 /// [`try_claim`], judging an owner that has not heartbeaten since its claim by how long
@@ -225,16 +265,11 @@ pub fn try_claim_watching<P: Platform>(
     declare: &Declaration,
     watched: Option<Watched>,
 ) -> Result<Claim, ClaimError> {
-    if plat.mutant(Mutant::ClaimsNotSerialised) {
-        return claim_attempt(page, plat, me, declare, watched);
-    }
-    let mut result = Err(ClaimError::GenerationExhausted);
-    plat.serialise_claim(&mut || result = claim_attempt(page, plat, me, declare, watched));
-    result
+    claim_attempt(page, plat, me, declare, watched)
 }
 
-/// One claim attempt (see [`try_claim_watching`]); the caller excludes the process's other
-/// attempts.
+/// One claim attempt (see [`try_claim_watching`]). Threads of this process may run others
+/// at once: see the module docs for why no lock is needed.
 #[inline]
 fn claim_attempt<P: Platform>(
     page: &Page<P::Word>,
@@ -245,7 +280,9 @@ fn claim_attempt<P: Platform>(
 ) -> Result<Claim, ClaimError> {
     let mut displaced = None;
     loop {
-        let word = load_owner(page);
+        // Both halves: the CAS below expects them (a publish between the two loads only
+        // makes it fail and look again).
+        let (word, published) = page.pair().load_both(SeqCst);
         let generation = owner_generation(word);
         let takeover = match owner_slot(word) {
             OwnerSlot::Free => displaced.take(),
@@ -275,11 +312,12 @@ fn claim_attempt<P: Platform>(
                     // it is dead all the same. Claim over it; the entry is reaped later.
                     Some(Takeover::Dead { pid, generation })
                 } else {
-                    let expired = owner_lease(page, plat, i, declare).and_then(|lease| {
-                        let start = lease_start(owner.heartbeat.load(Acquire), word, watched)?;
-                        let age = plat.now().saturating_sub(start);
-                        (age > lease).then_some((age, lease))
-                    });
+                    let expired =
+                        owner_lease(page, plat, i, published, declare).and_then(|lease| {
+                            let start = lease_start(owner.heartbeat.load(Acquire), word, watched)?;
+                            let age = plat.now().saturating_sub(start);
+                            (age > lease).then_some((age, lease))
+                        });
                     match expired {
                         Some((age, lease)) => Some(Takeover::LeaseExpired {
                             pid,
@@ -306,33 +344,49 @@ fn claim_attempt<P: Platform>(
         if next > MAX_GENERATION {
             return Err(ClaimError::GenerationExhausted);
         }
-        // Our declaration, and "not heartbeaten since this claim", go into our own entry
-        // (no other live process writes it) before the CAS that makes them ours to judge.
-        // Reading the clock here would cost more than the rest of the claim.
+        // "Not heartbeaten since this claim" goes into our own entry (no other live process
+        // writes it) before the CAS that makes it ours to judge. Reading the clock here
+        // would cost more than the rest of the claim.
         let me_entry = &page.members[me];
-        me_entry.lease_start.store(
-            lease_start_word(declare.lease_ms, declare.process_start_secs),
-            Release,
-        );
-        // Release is enough: a heartbeat of an older guard that loads this marker
-        // (Acquire or stronger) then reads an owner word at least as new as the one we
-        // saw not naming us (see the module docs).
-        me_entry.heartbeat.store(HEARTBEAT_CLAIMED | next, Release);
+        if plat.mutant(Mutant::LeaseDeclaredInEntry) {
+            // Format 2 without its process-local claim lock: the declaration in the entry,
+            // plain stores (a racing attempt of this process overwrites the winner's).
+            me_entry.lease_start.store(
+                lease_start_word(declare.lease_ms, declare.process_start_secs),
+                Release,
+            );
+            me_entry.heartbeat.store(claim_marker(generation), Release);
+        } else {
+            // A CAS from a value loaded while the owner word was still the one observed:
+            // an attempt of another thread of this process that has won meanwhile (and
+            // maybe stamped) makes it fail, so a losing attempt never overwrites the
+            // winner's marker or stamp (module docs).
+            let seen = me_entry.heartbeat.load(SeqCst);
+            if load_owner(page) != word
+                || me_entry
+                    .heartbeat
+                    .compare_exchange(seen, claim_marker(generation), SeqCst, SeqCst)
+                    .is_err()
+            {
+                continue;
+            }
+        }
         let mine = owner_word(next, Some(me));
+        // One 16-byte CAS: the owner half from the word observed to ours, the published
+        // half's version unchanged and its lease code ours (the claim word carries the
+        // declaration). Every publish of an earlier claim is a CAS that expects that
+        // claim's owner half, so none can land after this (see `snapshots.rs`).
+        let declared = published_half(half_version(published), lease_code(declare.lease_ms));
         let won = if plat.mutant(Mutant::ClaimWithoutCas) {
-            page.writer.owner.store(mine, SeqCst);
+            page.pair().store(mine, declared, SeqCst);
             true
         } else {
-            page.writer
-                .owner
-                .compare_exchange(word, mine, SeqCst, SeqCst)
+            page.pair()
+                .compare_exchange((word, published), (mine, declared), SeqCst, SeqCst)
                 .is_ok()
         };
         if !won {
             continue;
-        }
-        if !plat.mutant(Mutant::ClaimWithoutRetag) {
-            retag_published(page, next);
         }
         if takeover.is_some() {
             page.writer.takeovers.fetch_add(1, Relaxed);
@@ -342,21 +396,6 @@ fn claim_attempt<P: Platform>(
             generation: next,
             takeover,
         });
-    }
-}
-
-/// Make the published version carry this claim's tag, so that a publish by a deposed
-/// writer that loaded the word before this claim can no longer land (see `snapshots.rs`).
-#[inline]
-fn retag_published<W: Word>(page: &Page<W>, generation: u64) {
-    let published = &page.snapshot.published;
-    let mut word = published.load(SeqCst);
-    loop {
-        let tagged = published_word(published_version(word), generation);
-        match published.compare_exchange(word, tagged, SeqCst, SeqCst) {
-            Ok(_) => return,
-            Err(now) => word = now,
-        }
     }
 }
 
@@ -398,7 +437,8 @@ pub fn claim_until<P: Platform>(
             plat.watch_member(index, page.members[index].identity.load(Acquire));
             // Look again when its lease (if it declared one) can have expired.
             let mut longest = u64::MAX;
-            if let Some(lease) = owner_lease(page, plat, index, declare) {
+            let published = page.pair().load_published(SeqCst);
+            if let Some(lease) = owner_lease(page, plat, index, published, declare) {
                 let heartbeat = page.members[index].heartbeat.load(Acquire);
                 if let Some(start) = lease_start(heartbeat, word, watched) {
                     let expires = start.saturating_add(lease).saturating_add(1);
@@ -456,13 +496,11 @@ pub fn heartbeat<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, word: u
 pub fn release<P: Platform>(page: &Page<P::Word>, plat: &P, word: u64) -> bool {
     let free = owner_word(owner_generation(word), None);
     let released = if plat.mutant(Mutant::ReleaseWithoutOwnerCheck) {
-        page.writer.owner.store(free, SeqCst);
+        let published = page.pair().load_published(SeqCst);
+        page.pair().store(free, published, SeqCst);
         true
     } else {
-        page.writer
-            .owner
-            .compare_exchange(word, free, SeqCst, SeqCst)
-            .is_ok()
+        swap_owner(page, word, free).is_ok()
     };
     if released {
         wake_claimants(page, plat);

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use shmlock::page::{
-    owner_word, Page, MAGIC, MAGIC_INITIALISING, MAX_GENERATION, MEMBER_CAPACITY, ORIGIN_CREATED,
-    PAGE_SIZE,
+    header_checksum, owner_word, Page, BYTE_ORDER_MARK, LAYOUT, MAGIC, MAGIC_INITIALISING,
+    MAX_GENERATION, MEMBER_CAPACITY, ORIGIN_CREATED, PAGE_SIZE,
 };
-use shmlock::platform::{Platform, WaitKind};
+use shmlock::platform::{Platform, WaitKind, WordPair};
 use shmlock::protocol::Local;
 
 /// Creation time and generation seed of corpus pages (2026-11-01, in ns and µs).
@@ -43,9 +43,6 @@ impl Platform for Alone {
         unreachable!("initialise keeps no process-local state")
     }
     fn with_local_waiters(&self, _: WaitKind, _: &mut dyn FnMut(&mut u32)) {}
-    fn serialise_claim(&self, attempt: &mut dyn FnMut()) {
-        attempt()
-    }
 }
 
 /// A freshly initialised page (as the library would write it) to mutate.
@@ -66,6 +63,28 @@ pub fn bytes_of(page: &Page<AtomicU64>) -> Vec<u8> {
 
 pub fn valid_bytes() -> Vec<u8> {
     bytes_of(&valid_page())
+}
+
+/// A clean page of the previous format (2) as a format-2 library leaves it: the owner word
+/// at byte 64 (generation `SEED + 7`, free), `published` at byte 128 as
+/// `tag << 48 | 42`, the boot record at byte 112, no members.
+pub fn format2_bytes() -> Vec<u8> {
+    let mut words = vec![0u64; PAGE_SIZE / 8];
+    words[..7].copy_from_slice(&[
+        MAGIC,
+        BYTE_ORDER_MARK,
+        2,
+        LAYOUT,
+        CREATED_AT_NS,
+        SEED,
+        ORIGIN_CREATED,
+    ]);
+    words[7] = header_checksum(words[1..7].try_into().unwrap());
+    words[8] = owner_word(SEED + 7, None);
+    words[13] = 1;
+    words[14] = CORPUS_BOOT;
+    words[16] = ((SEED + 7) & 0xffff) << 48 | 42;
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
 }
 
 fn with(f: impl FnOnce(&Page<AtomicU64>)) -> Vec<u8> {
@@ -94,7 +113,13 @@ pub enum Expect {
     Rebooted,
     Healed,
     Corrupt,
+    /// Empty, or a page of zeros: never one a shmlock opener is creating, so not ours
+    /// (refused as corrupt); `inspect` says there is no lock file.
+    Empty,
     Incompatible,
+    /// A valid page of the previous format: upgraded by an opener that is alone, refused
+    /// (not touched) while another process has it open, and by `inspect`.
+    Upgraded,
 }
 
 impl Expect {
@@ -105,8 +130,9 @@ impl Expect {
             Expect::Recovered => "recovered",
             Expect::Rebooted => "rebooted",
             Expect::Healed => "healed",
-            Expect::Corrupt => "corrupt",
+            Expect::Corrupt | Expect::Empty => "corrupt",
             Expect::Incompatible => "incompatible",
+            Expect::Upgraded => "upgraded",
         }
     }
 
@@ -119,6 +145,7 @@ impl Expect {
             Expect::Healed,
             Expect::Corrupt,
             Expect::Incompatible,
+            Expect::Upgraded,
         ]
         .into_iter()
         .find(|e| e.name() == name)
@@ -127,10 +154,10 @@ impl Expect {
     /// What `inspect` (read-only) must say of the file.
     pub fn inspect(self) -> &'static str {
         match self {
-            Expect::Created => "none",
+            Expect::Created | Expect::Empty => "none",
             Expect::Reopened | Expect::Recovered | Expect::Rebooted => "ok",
             Expect::Healed | Expect::Corrupt => "corrupt",
-            Expect::Incompatible => "incompatible",
+            Expect::Incompatible | Expect::Upgraded => "incompatible",
         }
     }
 
@@ -139,8 +166,8 @@ impl Expect {
     pub fn live(self) -> &'static str {
         match self {
             Expect::Reopened | Expect::Recovered | Expect::Rebooted => "joined",
-            Expect::Incompatible => "incompatible",
-            Expect::Created | Expect::Healed | Expect::Corrupt => "corrupt",
+            Expect::Incompatible | Expect::Upgraded => "incompatible",
+            Expect::Created | Expect::Healed | Expect::Corrupt | Expect::Empty => "corrupt",
         }
     }
 }
@@ -190,7 +217,13 @@ pub fn corpus() -> Vec<Entry> {
     let mut sqlite = b"SQLite format 3\0".to_vec();
     sqlite.resize(PAGE_SIZE, 0);
     vec![
-        entry("size-0", "an empty file", vec![], Created, "ok"),
+        entry(
+            "size-0",
+            "an empty file (never one a shmlock opener is creating: not ours)",
+            vec![],
+            Empty,
+            "-",
+        ),
         entry("size-1-zero", "one zero byte", vec![0], Corrupt, "-"),
         entry(
             "size-1-s",
@@ -257,10 +290,10 @@ pub fn corpus() -> Vec<Entry> {
         ),
         entry(
             "page-zeros",
-            "a page of zeros (an initialiser died before its first store)",
+            "a page of zeros (never one a shmlock opener is creating: not ours)",
             vec![0; PAGE_SIZE],
-            Created,
-            "ok",
+            Empty,
+            "-",
         ),
         entry(
             "page-valid",
@@ -347,9 +380,16 @@ pub fn corpus() -> Vec<Entry> {
             "ok",
         ),
         entry(
-            "version-3",
+            "format-2",
+            "a clean page of the previous format (upgraded in place when alone)",
+            format2_bytes(),
+            Upgraded,
+            "ok",
+        ),
+        entry(
+            "version-4",
             "a newer format version (must never be touched)",
-            with(|p| p.header.version.store(3, Relaxed)),
+            with(|p| p.header.version.store(4, Relaxed)),
             Incompatible,
             "-",
         ),
@@ -419,9 +459,8 @@ pub fn corpus() -> Vec<Entry> {
             "owner-invalid-slot",
             "an owner word naming slot 250 (no such member)",
             with(|p| {
-                p.writer
-                    .owner
-                    .store(owner_word(SEED + 5, None) | 250, Relaxed)
+                p.pair()
+                    .store(owner_word(SEED + 5, None) | 250, 0, Relaxed)
             }),
             Rebooted,
             "ok",
@@ -431,7 +470,7 @@ pub fn corpus() -> Vec<Entry> {
             "an owner word naming a member whose process is gone",
             with(|p| {
                 dead_member(p, 3);
-                p.writer.owner.store(owner_word(SEED + 9, Some(3)), Relaxed)
+                p.pair().store(owner_word(SEED + 9, Some(3)), 0, Relaxed)
             }),
             Rebooted,
             "ok",
@@ -439,7 +478,7 @@ pub fn corpus() -> Vec<Entry> {
         entry(
             "owner-all-ones",
             "an owner word of all ones (invalid slot, generation at its maximum)",
-            with(|p| p.writer.owner.store(u64::MAX, Relaxed)),
+            with(|p| p.pair().store(u64::MAX, 0, Relaxed)),
             Rebooted,
             "exhausted",
         ),
@@ -447,9 +486,8 @@ pub fn corpus() -> Vec<Entry> {
             "owner-generation-max",
             "a free owner word at the maximum generation",
             with(|p| {
-                p.writer
-                    .owner
-                    .store(owner_word(MAX_GENERATION, None), Relaxed)
+                p.pair()
+                    .store(owner_word(MAX_GENERATION, None), 0, Relaxed)
             }),
             Rebooted,
             "exhausted",
@@ -464,7 +502,6 @@ pub fn corpus() -> Vec<Entry> {
                     &p.writer.claim_waiters[0],
                     &p.writer.claim_waiters[1],
                     &p.writer.next_incarnation,
-                    &p.snapshot.published,
                     &p.snapshot.pin_waiters[0],
                     &p.wait.publish_seq,
                     &p.wait.pin_seq,
@@ -472,6 +509,8 @@ pub fn corpus() -> Vec<Entry> {
                 ] {
                     w.store(u64::MAX, Relaxed)
                 }
+                p.pair()
+                    .store(p.pair().load_owner(Relaxed), u64::MAX, Relaxed);
             }),
             Rebooted,
             "ok",
@@ -512,10 +551,10 @@ pub fn corpus() -> Vec<Entry> {
         ),
         entry(
             "members-random",
-            "line 0 and the writer line intact, member table random",
+            "lines 0-2 (header, writer, owner and published) intact, the rest random",
             {
-                let mut b = valid[..128].to_vec();
-                b.extend(random(42, PAGE_SIZE - 128));
+                let mut b = valid[..192].to_vec();
+                b.extend(random(42, PAGE_SIZE - 192));
                 b
             },
             Rebooted,

@@ -1,87 +1,17 @@
-//! Thin, safe wrappers over the system calls shmlock makes: OFD byte locks, futexes, the
-//! boot-time clock, and what a process knows about itself.
+//! The Linux kernel file: futexes, `CLOCK_BOOTTIME` and time namespaces, `boot_id`,
+//! `/proc`, `statfs` magics; the OFD locks and the safe open are shared with macOS
+//! ([`super::unix`]).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+pub(crate) use super::unix::*;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg};
-use nix::libc;
-
-/// Kind of OFD lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LockKind {
-    Shared,
-    Exclusive,
-}
-
-fn flock(l_type: libc::c_int, byte: u64) -> libc::flock {
-    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
-    let mut f: libc::flock = unsafe { std::mem::zeroed() };
-    f.l_type = l_type as libc::c_short;
-    f.l_whence = libc::SEEK_SET as libc::c_short;
-    f.l_start = byte as libc::off_t;
-    f.l_len = 1;
-    f.l_pid = 0; // required by F_OFD_*
-    f
-}
-
-fn l_type(kind: LockKind) -> libc::c_int {
-    match kind {
-        LockKind::Shared => libc::F_RDLCK,
-        LockKind::Exclusive => libc::F_WRLCK,
-    }
-}
-
-/// Take (or convert to) an OFD lock on one byte without blocking. `Ok(false)` when another
-/// open file description holds a conflicting lock.
-pub(crate) fn try_lock(file: &File, kind: LockKind, byte: u64) -> io::Result<bool> {
-    let f = flock(l_type(kind), byte);
-    loop {
-        match fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&f)) {
-            Ok(_) => return Ok(true),
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) => return Ok(false),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Take an OFD lock on one byte, blocking until no other open file description holds a
-/// conflicting one (used only by death watchers, on their own open file description).
-pub(crate) fn lock_blocking(file: &File, kind: LockKind, byte: u64) -> io::Result<()> {
-    let f = flock(l_type(kind), byte);
-    loop {
-        match fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&f)) {
-            Ok(_) => return Ok(()),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Drop this open file description's lock on one byte.
-pub(crate) fn unlock(file: &File, byte: u64) -> io::Result<()> {
-    let f = flock(libc::F_UNLCK, byte);
-    fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&f))?;
-    Ok(())
-}
-
-/// Whether another open file description holds an *exclusive* lock on the byte (without
-/// taking it). Works on a read-only descriptor.
-///
-/// Members hold their byte exclusively; a shared lock on it is a death watcher that the
-/// kernel has just granted it (the member died) or a read-only process, never a member —
-/// so probing with a shared lock (which conflicts only with exclusive ones) is what tells
-/// "alive".
-pub(crate) fn locked_by_other(file: &File, byte: u64) -> io::Result<bool> {
-    let mut f = flock(libc::F_RDLCK, byte);
-    fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut f))?;
-    Ok(f.l_type != libc::F_UNLCK as libc::c_short)
-}
 
 /// Address of the 32 bits of `word` that hold its low half (what a futex compares).
 fn futex_addr(word: &AtomicU64) -> *const u32 {
@@ -95,16 +25,16 @@ fn futex_addr(word: &AtomicU64) -> *const u32 {
 
 /// Sleep until `word`'s low 32 bits differ from `expected`'s, a wake-up, or `timeout`.
 /// A shared (not private) futex: waiters and wakers are in different processes.
-pub(crate) fn futex_wait(word: &AtomicU64, expected: u64, timeout: Duration) {
+pub(crate) fn wait_on_word(_: &Waits, word: &AtomicU64, expected: u64, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: the address points into a live, 4-byte-aligned word of the shared page (or
     // of a heap page) for the whole call; FUTEX_WAIT only reads it; `ts` outlives the call.
-    // Any error (EAGAIN: value changed, ETIMEDOUT, EINTR) is a normal return for a waiter
-    // that re-checks the state.
-    unsafe {
+    // EAGAIN (value changed), ETIMEDOUT and EINTR are normal returns for a waiter that
+    // re-checks the state.
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             futex_addr(word),
@@ -113,12 +43,22 @@ pub(crate) fn futex_wait(word: &AtomicU64, expected: u64, timeout: Duration) {
             &ts as *const libc::timespec,
             std::ptr::null::<u32>(),
             0u32,
-        );
+        )
+    };
+    if rc == -1
+        && !matches!(
+            Errno::last(),
+            Errno::EAGAIN | Errno::ETIMEDOUT | Errno::EINTR
+        )
+    {
+        // The call is refused (a seccomp filter: ENOSYS, EPERM): sleep a little instead,
+        // so that a waiter polls rather than spins until its deadline.
+        std::thread::sleep(timeout.min(Duration::from_millis(1)));
     }
 }
 
-/// Wake every process sleeping in [`futex_wait`] on `word`; returns how many were woken.
-pub(crate) fn futex_wake_all(word: &AtomicU64) -> usize {
+/// Wake every process sleeping in [`wait_on_word`] on `word`; returns how many were woken.
+pub(crate) fn wake_all(_: &Waits, word: &AtomicU64) -> usize {
     // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the word's memory beyond
     // hashing its address.
     let woken = unsafe {
@@ -158,9 +98,10 @@ pub(crate) fn boottime_ns() -> u64 {
     raw_boottime_ns().wrapping_sub(time_namespace().offset_ns as u64)
 }
 
-/// Whether [`boottime_ns`] is the host's clock: `false` only in a process that unshared a
-/// time namespace for its children (its own namespace's offset is then not readable).
-/// Such a process declares no lease and judges none.
+/// Whether [`boottime_ns`] is known to be the host's clock: `false` in a process that
+/// unshared a time namespace for its children (its own namespace's offset is then not
+/// readable), and wherever `/proc` is hidden on a kernel that may have time namespaces
+/// (the offset is unknown). Such a process declares no lease and judges none.
 pub(crate) fn clock_is_host() -> bool {
     time_namespace().known
 }
@@ -200,17 +141,55 @@ fn read_time_namespace() -> TimeNamespace {
     // unless this process unshared a new one.
     let own = ino("/proc/self/ns/time");
     let children = ino("/proc/self/ns/time_for_children");
-    let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
-        // No time namespaces (Linux < 5.6): one clock for everyone.
-        return TimeNamespace {
+    let unknown = TimeNamespace {
+        offset_ns: 0,
+        known: false,
+    };
+    match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(text) => match parse_boottime_offset(&text) {
+            Some(offset_ns) => TimeNamespace {
+                offset_ns,
+                known: own.is_some() && own == children,
+            },
+            None => unknown,
+        },
+        // One clock for everyone: the kernel has no time namespaces.
+        Err(_) if kernel_lacks_time_namespaces() => TimeNamespace {
             offset_ns: 0,
             known: true,
-        };
-    };
-    let offset_ns = parse_boottime_offset(&text).unwrap_or(0);
-    TimeNamespace {
-        offset_ns,
-        known: own == children,
+        },
+        // `/proc` is hidden (or lies): the offset is unknown, so this process neither
+        // declares a lease nor judges one (fail closed).
+        Err(_) => unknown,
+    }
+}
+
+/// Whether this kernel certainly has no time namespaces: `/proc/self` is there (so
+/// `/proc` is not hidden) but has no `timens_offsets`, or the kernel is older than 5.6
+/// (which added them).
+fn kernel_lacks_time_namespaces() -> bool {
+    if std::fs::metadata("/proc/self/stat").is_ok() {
+        return true;
+    }
+    // SAFETY: `utsname` is a plain C struct, valid zeroed; uname only writes it.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is writable for the call.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates `release` within the array.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    kernel_release_before_5_6(&release.to_string_lossy())
+}
+
+/// Whether a kernel release string ("5.4.0-150-generic") names a kernel older than 5.6.
+fn kernel_release_before_5_6(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) < (5, 6),
+        _ => false,
     }
 }
 
@@ -228,29 +207,13 @@ fn parse_boottime_offset(text: &str) -> Option<i64> {
     })
 }
 
-/// FNV-1a of the kernel's boot id (`/proc/sys/kernel/random/boot_id`), never 0; 1 when
-/// it cannot be read.
-pub(crate) fn boot_id_hash() -> u64 {
+/// FNV-1a of the kernel's boot id (`/proc/sys/kernel/random/boot_id`), never 0; `None`
+/// when it cannot be read (a hidden `/proc`): the caller counts that as a new boot.
+pub(crate) fn boot_id_hash() -> Option<u64> {
     match std::fs::read("/proc/sys/kernel/random/boot_id") {
-        Ok(id) => fnv(id.trim_ascii()),
-        Err(_) => 1,
+        Ok(id) if !id.trim_ascii().is_empty() => Some(super::fnv(id.trim_ascii())),
+        _ => None,
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash.max(1)
-}
-
-/// Wall-clock nanoseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// This process's start time in whole seconds of `CLOCK_BOOTTIME` (0 if unknown): with the
@@ -288,8 +251,73 @@ fn read_process_start_secs() -> u32 {
     (ticks / hz as u64).min(u32::MAX as u64) as u32
 }
 
+/// Make `fd` a close-on-exec copy of `null` (in a forked child); `fd` on success.
+///
+/// # Safety
+/// Both are descriptors of this process; only async-signal-safe calls are made.
+pub(crate) unsafe fn redirect_fd(null: std::os::fd::RawFd, fd: std::os::fd::RawFd) -> i32 {
+    // SAFETY: dup3 is an async-signal-safe system call on valid descriptors.
+    unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) }
+}
+
+/// A fresh open file description of the lock file, for a death watcher: through
+/// `/proc/self/fd`, so it is the same file even if the path was renamed or replaced.
+pub(crate) fn watcher_handle(file: &File, _path: &Path) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// The network filesystem the directory `dir` is on (by its `statfs` magic), if any; `None`
+/// also when it cannot be told (the open that follows reports a missing directory).
+pub(crate) fn network_filesystem_at(dir: &Path) -> Option<&'static str> {
+    let st = nix::sys::statfs::statfs(dir).ok()?;
+    network_filesystem(st.filesystem_type().0 as u64)
+}
+
+/// The network filesystem the open `file` is on, if any.
+pub(crate) fn network_filesystem_of(file: &File, _path: &Path) -> Option<&'static str> {
+    let st = nix::sys::statfs::fstatfs(file).ok()?;
+    network_filesystem(st.filesystem_type().0 as u64)
+}
+
+/// Give the file at `from` the name `to` as well, failing with `AlreadyExists` if
+/// anything (a file, a symlink, a directory) is at `to`: `link(2)`, or where the
+/// filesystem has no hard links, `renameat2(RENAME_NOREPLACE)` (which moves it instead).
+pub(crate) fn link_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)
+            ) =>
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let cstr = |p: &Path| {
+                std::ffi::CString::new(p.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+            };
+            let (from, to) = (cstr(from)?, cstr(to)?);
+            // SAFETY: both are NUL-terminated paths that live across the call.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    from.as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::RENAME_NOREPLACE,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        other => other,
+    }
+}
+
 /// Name of a network or cluster filesystem by its statfs magic; `None` for local ones.
-pub(crate) fn network_filesystem(magic: u64) -> Option<&'static str> {
+fn network_filesystem(magic: u64) -> Option<&'static str> {
     Some(match magic as u32 {
         0x6969 => "NFS",
         0x517b => "SMB",
@@ -326,6 +354,15 @@ mod tests {
             clock_is_host(),
             "the test runs in the host's time namespace"
         );
+    }
+
+    #[test]
+    fn kernels_before_5_6_are_known_to_lack_time_namespaces() {
+        assert!(kernel_release_before_5_6("5.4.0-150-generic"));
+        assert!(kernel_release_before_5_6("4.19.0"));
+        assert!(!kernel_release_before_5_6("5.6.0"));
+        assert!(!kernel_release_before_5_6("6.18.44-fc-v1272"));
+        assert!(!kernel_release_before_5_6("garbage"));
     }
 
     #[test]
