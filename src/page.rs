@@ -45,8 +45,13 @@ pub const VERSION_BITS: u32 = 48;
 pub const MAX_VERSION: u64 = (1 << VERSION_BITS) - 2;
 /// The pin field of a member that pins nothing.
 pub const NO_PIN: u64 = (1 << VERSION_BITS) - 1;
-/// Most readers one member may have attached at once (the 16 bits above a pin's version).
-pub const MAX_READERS_PER_MEMBER: u64 = (1 << (64 - VERSION_BITS)) - 1;
+/// Most readers one member may have attached at once (the 15 bits above a pin's version).
+pub const MAX_READERS_PER_MEMBER: u64 = (1 << (63 - VERSION_BITS)) - 1;
+/// Bit 63 of a member's pin word: its one reader is *solo*, attached while the member
+/// counted none, and pins the word's version in the word alone (not in its process's pin
+/// slots). The next attach of that process records the solo pin in the slots for it and
+/// clears the bit.
+pub const PINS_SOLO: u64 = 1 << 63;
 /// Bit 63 of a member's heartbeat word: set, the word is `HEARTBEAT_CLAIMED | generation`,
 /// "not heartbeaten since the claim of that generation"; clear, it is a stamp.
 pub const HEARTBEAT_CLAIMED: u64 = 1 << 63;
@@ -267,7 +272,13 @@ pub const fn pins_word(readers: u64, oldest: u64) -> u64 {
 /// Readers counted in a pin word.
 #[inline]
 pub const fn pins_readers(word: u64) -> u64 {
-    word >> VERSION_BITS
+    (word >> VERSION_BITS) & MAX_READERS_PER_MEMBER
+}
+
+/// Whether a pin word's one reader is solo ([`PINS_SOLO`]).
+#[inline]
+pub const fn pins_solo(word: u64) -> bool {
+    word & PINS_SOLO != 0
 }
 
 /// The oldest version a pin word pins; `None` when it counts no reader.

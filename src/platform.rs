@@ -343,6 +343,9 @@ pub enum Mutant {
     ClaimantChoosesLease,
     /// Attach makes its pin visible but does not re-read `published` afterwards.
     PinWithoutRecheck,
+    /// An attach that finds its member's word solo clears the bit without recording the
+    /// solo guard's pin in the process's slots, so a later detach's rescan misses it.
+    AdoptWithoutRecording,
     /// A detach that raises its member's oldest pin stores the new word instead of a CAS
     /// from the word it scanned under (hiding a racing attach).
     RaiseWithoutCas,

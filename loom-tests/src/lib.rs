@@ -535,9 +535,9 @@ impl World {
 /// The name of the owner word in the write log.
 pub const OWNER: &str = "owner";
 
-/// Pin slots each modelled process keeps (`Local::new`): enough for the versions a model
-/// pins at once, few enough to keep the state small.
-pub const PIN_SLOTS: usize = 2;
+/// Pin slots each modelled process keeps (`Local::new`; the adopted slot is one of them):
+/// enough for the versions a model pins at once, few enough to keep the state small.
+pub const PIN_SLOTS: usize = 3;
 
 /// What the threads of one modelled process share: its protocol-local state and its
 /// process-local lock.

@@ -1267,6 +1267,11 @@ fn oldest_pin_handshake(mutant: Option<Mutant>, publish_again: bool) {
         snapshots::publish(page, &writer_process, held.word, 1).unwrap();
         let first = snapshots::attach(page, &reader, reader_reg.index).unwrap();
         assert_eq!(first.version, 1);
+        // `first` attached solo (its pin in the word alone); another guard's attach records
+        // it in the process's slots, so that its detach below takes the recorded path
+        // (model 11c races the solo one).
+        let helper = snapshots::attach(page, &reader, reader_reg.index).unwrap();
+        snapshots::detach(page, &reader, reader_reg.index, helper);
         let guards = std::sync::Arc::new(std::sync::Mutex::new(Guards {
             live: vec![1],
             reclaimable: None,
@@ -1334,6 +1339,93 @@ fn model_11_catches_pin_without_recheck() {
 #[should_panic(expected = "a live reader guard pins a version the writer was told it may reclaim")]
 fn model_11_catches_raise_without_cas() {
     oldest_pin_handshake(Some(Mutant::RaiseWithoutCas), false);
+}
+
+// ---------------------------------------------------------------------------------------
+// Model 11c (invariant 8, the solo fast path). A reader process's first guard g pins 1 in
+// its member's word alone (solo). Another thread of the process attaches (finding the word
+// solo, it records g's pin in the process's slots before its CAS clears the bit) and
+// detaches, while the writer publishes 2 and asks for the oldest pin; optionally g's own
+// detach races the adoption (the adopting CAS fails and takes its record back, or g finds
+// itself adopted and detaches as a recorded pin). If the answer is above 1 or none, no live
+// guard pins 1; afterwards the member counts exactly the live guards, and none pins.
+//
+// Bound 4, as model 11: the adopter's record-then-CAS against g's detach and the writer's
+// publish and scan.
+fn solo_adoption(mutant: Option<Mutant>, solo_detaches: bool) {
+    check(4, move || {
+        let world = World::initialised(mutant);
+        let mut procs = registered(&world, &[1, 2]).into_iter();
+        let (writer_process, writer_reg) = procs.next().unwrap();
+        let (reader, reader_reg) = procs.next().unwrap();
+        let page = &world.page;
+        let held = writer::try_claim(page, &writer_process, writer_reg.index, NONE).unwrap();
+        snapshots::publish(page, &writer_process, held.word, 1).unwrap();
+        let solo = snapshots::attach(page, &reader, reader_reg.index).unwrap();
+        assert!(solo.solo, "the first guard of a member is solo");
+        assert_eq!(solo.version, 1);
+        let guards = std::sync::Arc::new(std::sync::Mutex::new(Guards {
+            live: vec![1],
+            reclaimable: None,
+        }));
+        let detaching = solo_detaches.then(|| {
+            let (thread, guards) = (reader.thread(), guards.clone());
+            spawn(move || {
+                thread.run(None, |p| {
+                    guards.lock().unwrap().detaching(solo.version);
+                    snapshots::detach(p.page(), p, reader_reg.index, solo);
+                });
+            })
+        });
+        let adopting = {
+            let (thread, guards) = (reader.thread(), guards.clone());
+            spawn(move || {
+                thread.run(None, |p| {
+                    let pin = snapshots::attach(p.page(), p, reader_reg.index).unwrap();
+                    guards.lock().unwrap().attached(pin.version);
+                    guards.lock().unwrap().detaching(pin.version);
+                    snapshots::detach(p.page(), p, reader_reg.index, pin);
+                });
+            })
+        };
+        writer_process.run(None, |p| {
+            snapshots::publish(p.page(), p, held.word, 2).unwrap();
+            let oldest = snapshots::oldest_pinned(p.page(), p);
+            if oldest.is_none_or(|(version, _)| version > 1) {
+                guards.lock().unwrap().told_reclaimable(1);
+            }
+        });
+        if let Some(detaching) = detaching {
+            detaching.join().unwrap();
+        }
+        adopting.join().unwrap();
+        let pins = &page.members[reader_reg.index].pins;
+        if !solo_detaches {
+            assert_eq!(pins_readers(pins.load(SeqCst)), 1, "g alone is attached");
+            reader.run(None, |p| {
+                snapshots::detach(p.page(), p, reader_reg.index, solo)
+            });
+        }
+        assert_eq!(pins_readers(pins.load(SeqCst)), 0, "no guard is attached");
+        let oldest = writer_process.run(None, |p| snapshots::oldest_pinned(p.page(), p));
+        assert_eq!(oldest.result, Some(None), "nothing is pinned");
+    });
+}
+
+#[test]
+fn model_11c_a_solo_pin_is_adopted_before_its_bit_clears() {
+    solo_adoption(None, false);
+}
+
+#[test]
+fn model_11c_a_solo_detach_races_its_adoption() {
+    solo_adoption(None, true);
+}
+
+#[test]
+#[should_panic(expected = "a live reader guard pins a version the writer was told it may reclaim")]
+fn model_11c_catches_adopt_without_recording() {
+    solo_adoption(Some(Mutant::AdoptWithoutRecording), false);
 }
 
 // ---------------------------------------------------------------------------------------

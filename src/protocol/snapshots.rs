@@ -5,18 +5,20 @@
 //!
 //! * `published` (line 2) = the latest version, below 2^48 − 1 (the pins' field width). It
 //!   is the high half of a 16-byte word whose low half is the owner word (page format 3).
-//! * each member's `pins` = `readers << 48 | oldest`: how many reader guards its process
-//!   has attached and the oldest version among them. Only that process writes it.
+//! * each member's `pins` = `SOLO | readers << 48 | oldest`: how many reader guards its
+//!   process has attached and the oldest version among them; `SOLO` (bit 63) when its one
+//!   reader's pin is in this word alone. Only that process writes it.
 //! * each process keeps [`Local`] pin slots, `count << 48 | version`: which versions its
-//!   live guards pin, so a detach can tell what the process's oldest pin becomes.
+//!   live guards pin, so a detach can tell what the process's oldest pin becomes. A solo
+//!   guard is in no slot until another attach records it (the adopted slot).
 //!
 //! # Argument of correctness
 //!
 //! **Invariant 8 (no reclaimed version is read).** An attach pins the version it read
 //! (`published`), makes the pin visible in its member's word (a CAS to
-//! `(readers + 1, min(oldest, v))`), and then re-reads `published`; if it changed, it pins
-//! the new version, drops the old one, and re-reads again. It returns only once a re-read
-//! returned the version its word already covered. A writer publishes (a CAS on
+//! `(readers + 1, min(oldest, v))`), and then re-reads `published`; if it changed, it
+//! reads the new version (which its pin covers) and re-reads again. It returns only once a
+//! re-read returned the version it reads, which its word already covered. A writer publishes (a CAS on
 //! `published`) and then scans the members' words. All four accesses are SeqCst, so in
 //! their single total order either the scan comes after the reader's CAS (the scan sees a
 //! pin ≤ v) or the reader's re-read comes after the publish (it sees the new version and
@@ -24,6 +26,24 @@
 //! miss only readers that will hold a version ≥ w > v. A dead process's pins never count:
 //! the scan asks the kernel whether the member holding the minimum is alive and skips (and
 //! reaps) it if not.
+//!
+//! **The solo fast path.** The first guard of a member that counts none CASes
+//! `(0, _) → SOLO | (1, v)` and records nothing else: one locked instruction to attach,
+//! one (`SOLO | (1, v) → (0, _)`) to detach, the handshake above unchanged. An attach that
+//! finds readers records its own pin in the slots, and, if the word is solo, the solo pin
+//! too (the adopted slot), both before the CAS that counts it and clears `SOLO`; a failed
+//! CAS takes the adopted record back. So whenever `SOLO` is clear, every guard the word
+//! counts is in the slots (the `AdoptWithoutRecording` mutant breaks this for model 11c).
+//! A solo guard's detach either CASes the still-solo word to zero or, finding it cleared,
+//! drops the adopted record and detaches as a recorded pin. An attach goes solo only when
+//! the slots record no pin either: a word counting none under recorded pins was zeroed
+//! under them, and the slots' path decides that case (`PublishedBelowPins`).
+//!
+//! **Pins never move.** An attach whose re-read finds a newer version reads that one and
+//! keeps its first pin (which covers it) until the detach: it holds one version more back
+//! for a reader that raced a publish, and no detach's rescan can miss a pin on its way
+//! from one slot to another (with solo pins, moving pins let a detach's rescan miss the
+//! new slot and CAS its stale result over an unchanged word: model 11b found it).
 //!
 //! **Aggregation in one process.** Several threads' guards share the member's one word.
 //! A detach removes its local pin first, then CASes the word to `(readers − 1, oldest')`,
@@ -71,7 +91,8 @@ use std::time::Duration;
 
 use crate::page::{
     format2_tag, half_lease_code, half_version, owner_generation, pins_oldest, pins_readers,
-    pins_word, published_half, Page, MAX_READERS_PER_MEMBER, MAX_VERSION, MEMBER_CAPACITY, NO_PIN,
+    pins_solo, pins_word, published_half, Page, MAX_READERS_PER_MEMBER, MAX_VERSION,
+    MEMBER_CAPACITY, NO_PIN, PINS_SOLO,
 };
 use crate::platform::{Mutant, Platform, WaitKind, Word, WordPair};
 use crate::protocol::{wait, writer};
@@ -86,17 +107,62 @@ pub struct Local<W> {
     slots: Box<[W]>,
     /// Slots ever used (scans stop here).
     used: W,
+    /// `count << 48 | version`, the slot of the member's solo pin once another attach of
+    /// this process recorded it (see [`attach`]): at most one solo guard is recorded at a
+    /// time; an attach whose CAS then fails takes its count back.
+    adopted: W,
 }
 
 impl<W: Word> Local<W> {
     /// A process-local state with `slots` pin slots (distinct versions pinned at once;
     /// beyond that, a new pin shares the slot of an older version, which only holds more
-    /// back).
+    /// back), one of them the adopted slot.
     pub fn new(slots: usize) -> Local<W> {
         Local {
-            slots: (0..slots.max(1)).map(|_| W::new(0)).collect(),
+            slots: (0..slots.max(2) - 1).map(|_| W::new(0)).collect(),
             used: W::new(0),
+            adopted: W::new(0),
         }
+    }
+
+    /// Record the member's solo pin of `version` for its guard (before the CAS that
+    /// clears [`PINS_SOLO`]). The slot keeps the lowest version recorded while its count
+    /// is above 0, which only holds more back.
+    #[inline]
+    fn adopt(&self, version: u64) {
+        let mut word = self.adopted.load(Acquire);
+        loop {
+            let (count, pinned) = (pins_readers(word), word & NO_PIN);
+            let new = pins_word(
+                count + 1,
+                if count == 0 {
+                    version
+                } else {
+                    pinned.min(version)
+                },
+            );
+            match self.adopted.compare_exchange(word, new, AcqRel, Acquire) {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Drop one count of the adopted slot: the adopted solo guard's detach, or an attach
+    /// whose CAS failed after [`Local::adopt`].
+    #[inline]
+    fn unadopt(&self) {
+        let mut word = self.adopted.load(Acquire);
+        while pins_readers(word) > 0 {
+            match self
+                .adopted
+                .compare_exchange(word, word - (1 << 48), AcqRel, Acquire)
+            {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
+        debug_assert!(false, "unadopt with no adopted pin");
     }
 
     #[inline]
@@ -194,11 +260,21 @@ impl<W: Word> Local<W> {
         }
     }
 
+    /// Whether any guard's pin is recorded here (a live slot, or the adopted one).
+    #[inline]
+    fn any_pinned(&self) -> bool {
+        pins_readers(self.adopted.load(Acquire)) > 0
+            || self.slots[..self.used()]
+                .iter()
+                .any(|slot| pins_readers(slot.load(Acquire)) > 0)
+    }
+
     /// The oldest version this process's guards pin ([`NO_PIN`]: none).
     #[inline]
     fn oldest(&self) -> u64 {
         self.slots[..self.used()]
             .iter()
+            .chain(std::iter::once(&self.adopted))
             .map(|slot| slot.load(Acquire))
             .filter(|&word| pins_readers(word) > 0)
             .map(|word| word & NO_PIN)
@@ -212,8 +288,12 @@ impl<W: Word> Local<W> {
 pub struct Pin {
     /// The version the reader reads (`ReaderGuard::version`).
     pub version: u64,
-    /// The version recorded for it in the process's pin slots (≤ `version`).
+    /// The version recorded for it in the process's pin slots, or in its member's word
+    /// for a solo pin (≤ `version`).
     pub recorded: u64,
+    /// Attached solo ([`PINS_SOLO`]): its pin is in the member's word alone until another
+    /// attach of its process records it in [`Local`]'s adopted slot.
+    pub solo: bool,
 }
 
 /// Why an attach failed.
@@ -273,16 +353,52 @@ fn pin_locally<P: Platform>(
 /// Attach a reader of member `me` (the caller's own entry) and pin the latest published
 /// version: the pin is visible to every scan that follows a later publish before this
 /// returns.
+///
+/// The first reader of a member that counts none is *solo*: one CAS of the member's word
+/// `(0, _) → SOLO | (1, v)` pins `v` in the word alone, with no process-local slot (the
+/// fast path of a process that reads one transaction at a time). An attach that finds
+/// readers records its own pin in the process's slots first, as always, and, when the
+/// word is solo, the solo guard's pin too (the adopted slot), before the CAS that counts
+/// it and clears the bit: from then on every live guard of the process is in its slots,
+/// which is what a detach's rescan needs.
 #[inline(always)]
 pub fn attach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize) -> Result<Pin, AttachError> {
     let pins = &page.members[me].pins;
-    let (mut version, mut recorded) = pin_locally(page, plat, published(page))?;
+    let mut version = published(page);
     let mut word = pins.load(Acquire);
-    loop {
+    // `Some((version, recorded))` once this attach has pinned in the local slots.
+    let mut local: Option<(u64, u64)> = None;
+    let solo = loop {
         let readers = pins_readers(word);
+        // Solo only where nothing of this process is recorded either: a word that counts
+        // no reader under recorded pins was zeroed under them (a truncation, or a hostile
+        // write), and the slots' path below decides that case (`PublishedBelowPins`).
+        if readers == 0 && local.is_none() && !plat.local().any_pinned() {
+            match pins.compare_exchange(word, PINS_SOLO | pins_word(1, version), SeqCst, Acquire) {
+                Ok(_) => break true,
+                Err(now) => {
+                    word = now;
+                    continue;
+                }
+            }
+        }
+        let (v, recorded) = match local {
+            Some(pinned) => pinned,
+            None => {
+                let pinned = pin_locally(page, plat, version)?;
+                local = Some(pinned);
+                pinned
+            }
+        };
+        version = v;
         if readers >= MAX_READERS_PER_MEMBER {
             plat.local().unpin(recorded);
             return Err(AttachError::TooManyReaders);
+        }
+        // The solo guard's pin goes into the slots before the CAS that clears its bit.
+        let adopt = readers > 0 && pins_solo(word) && !plat.mutant(Mutant::AdoptWithoutRecording);
+        if adopt {
+            plat.local().adopt(word & NO_PIN);
         }
         let oldest = if readers == 0 { NO_PIN } else { word & NO_PIN };
         match pins.compare_exchange(
@@ -291,60 +407,100 @@ pub fn attach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize) -> Result<
             SeqCst,
             Acquire,
         ) {
-            Ok(_) => break,
-            Err(now) => word = now,
+            Ok(_) => break false,
+            Err(now) => {
+                if adopt {
+                    plat.local().unadopt();
+                }
+                word = now;
+            }
         }
-    }
+    };
+    let recorded = match local {
+        Some((_, recorded)) => recorded,
+        None => version,
+    };
     if plat.mutant(Mutant::PinWithoutRecheck) {
-        return Ok(Pin { version, recorded });
+        return Ok(Pin {
+            version,
+            recorded,
+            solo,
+        });
     }
     loop {
         // Our pin, then our re-read; a writer: its publish, then its scan.
         P::Word::seq_cst_order_point();
         let now = published(page);
         if now == version {
-            return Ok(Pin { version, recorded });
+            return Ok(Pin {
+                version,
+                recorded,
+                solo,
+            });
         }
-        // A publish raced with us: read the newer version instead. The word already
-        // covers it (its oldest is at most `recorded` < `now`).
-        let (next, next_recorded) = match pin_locally(page, plat, now) {
-            Ok(pinned) => pinned,
-            Err(e) => {
-                // Undo our count and pin: nothing is attached.
-                plat.local().unpin(recorded);
-                raise(page, plat, me, Some(recorded));
-                return Err(e);
-            }
-        };
-        plat.local().unpin(recorded);
-        raise(page, plat, me, None);
-        version = next;
-        recorded = next_recorded;
+        // A publish raced with us: read the newer version. Our pin (`recorded`, in the
+        // word or the slots) already covers it and holds `recorded` back until the
+        // detach: a pin never moves, so a detach's rescan never misses one (see the
+        // module's argument). Below `recorded`, `published` went backwards (a truncation
+        // or a hostile write): nothing can cover that.
+        if now < recorded {
+            detach(
+                page,
+                plat,
+                me,
+                Pin {
+                    version,
+                    recorded,
+                    solo,
+                },
+            );
+            return Err(AttachError::PublishedBelowPins {
+                published: now,
+                pinned: recorded,
+            });
+        }
+        version = now;
     }
 }
 
 /// Detach a reader of member `me` whose pin is `pin`.
 #[inline(always)]
 pub fn detach<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, pin: Pin) {
-    plat.local().unpin(pin.recorded);
-    raise(page, plat, me, Some(pin.recorded));
+    if pin.solo {
+        let pins = &page.members[me].pins;
+        let mut word = pins.load(Acquire);
+        // Still solo: this guard is the member's only reader, its pin the word's alone.
+        while pins_solo(word) {
+            match pins.compare_exchange(word, pins_word(0, NO_PIN), SeqCst, Acquire) {
+                Ok(_) => {
+                    wait::wake(page, plat, WaitKind::Pins);
+                    return;
+                }
+                Err(now) => word = now,
+            }
+        }
+        // Another attach recorded this pin in the adopted slot: detach as a recorded pin.
+        plat.local().unadopt();
+    } else {
+        plat.local().unpin(pin.recorded);
+    }
+    raise(page, plat, me, pin.recorded);
 }
 
-/// Update member `me`'s word after this process dropped a local pin: one reader fewer when
-/// `detached` is the dropped pin's recorded version (`None`: a pin moved, the count stays),
-/// and the oldest rescanned from the local slots when it may have risen. Wakes writers
-/// waiting for readers when the member's oldest pin rose.
+/// Update member `me`'s word after this process dropped a recorded pin of `detached`: one
+/// reader fewer, and the oldest rescanned from the local slots when the dropped pin was
+/// the word's oldest. Wakes writers waiting for readers when the member's oldest pin rose.
 #[inline(always)]
-fn raise<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, detached: Option<u64>) {
+fn raise<P: Platform>(page: &Page<P::Word>, plat: &P, me: usize, detached: u64) {
     let pins = &page.members[me].pins;
     let mut word = pins.load(Acquire);
     loop {
         let readers = pins_readers(word);
         let oldest = word & NO_PIN;
-        let left = readers - u64::from(detached.is_some() && readers > 0);
+        let left = readers.saturating_sub(1);
         let new_oldest = if left == 0 {
             NO_PIN
-        } else if detached.is_none_or(|v| v == oldest) {
+        } else if detached == oldest {
             plat.local().oldest()
         } else {
             oldest
