@@ -1399,6 +1399,13 @@ fn solo_adoption(mutant: Option<Mutant>, solo_detaches: bool) {
             detaching.join().unwrap();
         }
         adopting.join().unwrap();
+        // With everything settled, the writer asks once more: g's pin must still count.
+        writer_process.run(None, |p| {
+            let oldest = snapshots::oldest_pinned(p.page(), p);
+            if oldest.is_none_or(|(version, _)| version > 1) {
+                guards.lock().unwrap().told_reclaimable(1);
+            }
+        });
         let pins = &page.members[reader_reg.index].pins;
         if !solo_detaches {
             assert_eq!(pins_readers(pins.load(SeqCst)), 1, "g alone is attached");
