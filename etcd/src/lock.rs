@@ -826,18 +826,21 @@ impl EtcdReader {
     /// Remove the pin (idempotent: retried until the cluster answers).
     pub async fn detach(mut self) -> Result<()> {
         self.done = true;
-        let key = self.key.clone();
-        self.lock
-            .inner
-            .conn
-            .call("detach", |mut client, _| {
-                let key = key.clone();
-                async move { client.delete(key, None).await }
-            })
-            .await
-            .map_err(|e| e.into_error("detach"))?;
-        Ok(())
+        detach_key(&self.lock, std::mem::take(&mut self.key)).await
     }
+}
+
+/// Delete a reader's pin key (idempotent: retried until the cluster answers).
+async fn detach_key(lock: &EtcdLock, key: Vec<u8>) -> Result<()> {
+    lock.inner
+        .conn
+        .call("detach", |mut client, _| {
+            let key = key.clone();
+            async move { client.delete(key, None).await }
+        })
+        .await
+        .map_err(|e| e.into_error("detach"))?;
+    Ok(())
 }
 
 impl Drop for EtcdReader {
@@ -849,14 +852,7 @@ impl Drop for EtcdReader {
             let lock = self.lock.clone();
             let key = std::mem::take(&mut self.key);
             runtime.spawn(async move {
-                let _ = lock
-                    .inner
-                    .conn
-                    .call("detach", |mut client, _| {
-                        let key = key.clone();
-                        async move { client.delete(key, None).await }
-                    })
-                    .await;
+                let _ = detach_key(&lock, key).await;
             });
         }
     }
