@@ -172,6 +172,20 @@ fn setpriv_works() -> Result<(), String> {
     }
 }
 
+/// A script in `dir` that runs the agent binary as `nobody` (uid and gid 65534, no groups).
+fn as_nobody(dir: &Path) -> PathBuf {
+    let wrapper = dir.join("as-nobody");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {EXE} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 /// As `nobody`, a lock file it may read but not write: `inspect` shows it, `open` fails
 /// with a clear permission error that points at `inspect`, and nothing is written.
 #[test]
@@ -188,15 +202,7 @@ fn a_file_the_caller_cannot_write_can_be_inspected_but_not_joined() {
     let reader = owner.attach_reader().unwrap();
     let secret = dir.path().join("private-shm");
     drop(ShmLock::open(&secret).unwrap()); // 0600: nobody may not even read it
-    let wrapper = dir.path().join("as-nobody");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {EXE} \"$@\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = as_nobody(dir.path());
     let before = std::fs::read(&path).unwrap();
 
     let mut nobody = Agent::spawn(&wrapper, &path).unwrap();
@@ -257,15 +263,7 @@ fn a_process_that_may_only_read_the_data_file_does_not_provision_its_lock_file()
     let data = dir.path().join("app.db");
     std::fs::write(&data, b"the engine's data").unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let wrapper = dir.path().join("as-nobody");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {EXE} \"$@\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = as_nobody(dir.path());
     let shm = shmlock::shm_path_for(&data);
 
     let mut nobody = Agent::spawn(&wrapper, &data).unwrap();
